@@ -1,0 +1,28 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create or refresh the pinned virtual environment in .venv first.
+PYTHON ?= python3
+VENV := .venv
+REQ := requirements/ci.txt
+STAMP := $(VENV)/.installed
+# Real CT is read through the sample-data registry; this machine has a local mirror beside the checkout.
+export VOCOCORE_SAMPLE_DATA_MIRROR ?= $(abspath ../shared/data/ct)
+export VOCOCORE_CACHE ?= $(abspath .cache)
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+$(STAMP): $(REQ) VoCoCore/pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(REQ)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e VoCoCore
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vococore info $$($(VENV)/bin/vococore sample-data TotalSegCT) $$($(VENV)/bin/vococore sample-data TotalSegDICOM)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest Testing -q
+
+clean:
+	rm -rf $(VENV) .cache output

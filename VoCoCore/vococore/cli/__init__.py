@@ -1,0 +1,50 @@
+"""The ``vococore`` command line: each subcommand lives in its own module with ``register(subparsers)``.
+
+Commands parse arguments and call the library; a :class:`VoCoError` is printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from vococore.errors import VoCoError
+
+# Subcommand modules under vococore.cli, in the order --help lists them.
+COMMANDS = ["info", "sample_data"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    from vococore import __version__
+
+    parser = argparse.ArgumentParser(prog="vococore", description="VoCo pretraining, fine-tuning and inference "
+                                     "for 3D CT (MONAI). World coordinates are RAS mm.")
+    parser.add_argument("--version", action="version", version=f"vococore {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"vococore.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vococore`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except VoCoError as exc:
+        print(f"vococore {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vococore {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

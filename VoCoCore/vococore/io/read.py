@@ -1,0 +1,110 @@
+"""Read a CT volume from a file or a DICOM folder into a :class:`Volume` with its exact RAS geometry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vococore.errors import VoCoError
+from vococore.io.dicom import _first_line, read_dicom_series
+from vococore.io.formats import NIFTI, detect_format
+from vococore.volume import LPS_TO_RAS, Volume
+
+
+def read_volume(path: str | os.PathLike, series_uid: str | None = None, check_finite: bool = True) -> Volume:
+    """Read a 3D volume: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr, .seg.nrrd), MetaImage (.mha, .mhd), or a
+    folder holding a DICOM series (``series_uid`` picks one of several; default: the one with most slices).
+
+    The array is indexed (i, j, k) and ``affine`` maps voxels to RAS mm. Problems raise :class:`VoCoError`
+    naming the file: missing, unreadable or truncated, not 3D, or holding NaN/infinite voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VoCoError("no such file or folder", path)
+    if path.is_dir():
+        image, meta = read_dicom_series(path, series_uid)
+        volume = _from_sitk(image, path, meta={"format": "dicom", **meta})
+    elif detect_format(path) == NIFTI:
+        volume = _read_nifti(path)
+    else:
+        volume = _read_with_sitk(path)
+    if check_finite:
+        _check_finite(volume)
+    return volume
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files (EOFError, zlib.error, ...)
+        raise VoCoError(f"cannot read NIfTI file, damaged or truncated? ({_describe(exc)})", path) from None
+    data = _to_3d(data, path)
+    return Volume(array=data, affine=np.asarray(img.affine, dtype=np.float64), source=str(path),
+                  meta={"format": "nifti"})
+
+
+def _read_with_sitk(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise VoCoError(f"cannot read image, damaged or truncated? ({_first_line(exc)})", path) from None
+    return _from_sitk(image, path, meta={"format": detect_format(path)})
+
+
+def _from_sitk(image: "object", path: Path, meta: dict) -> Volume:
+    """Convert a SimpleITK image (LPS geometry, array k,j,i) into a RAS Volume (array i,j,k)."""
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VoCoError(f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a "
+                        "single-channel (grey-scale) volume", path)
+    dim = image.GetDimension()
+    if dim == 2:
+        raise VoCoError(f"is a 2D image (size {image.GetSize()}); VoCoCore needs a 3D volume", path)
+    if dim == 4:
+        size = image.GetSize()
+        if size[3] != 1:
+            raise VoCoError(f"is a 4D image (size {size}); VoCoCore needs a single 3D volume", path)
+        image = image[:, :, :, 0]
+    elif dim != 3:
+        raise VoCoError(f"has {dim} dimensions; VoCoCore needs a 3D volume", path)
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    _to_3d(array, path)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction * spacing
+    affine_lps[:3, 3] = image.GetOrigin()
+    return Volume(array=np.ascontiguousarray(array), affine=LPS_TO_RAS @ affine_lps, source=str(path), meta=meta)
+
+
+def _to_3d(data: np.ndarray, path: Path) -> np.ndarray:
+    """Accept (x, y, z) or (x, y, z, 1); refuse 2D images (any axis of length 1) and 4D series."""
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise VoCoError(f"is a 4D image (shape {data.shape}); VoCoCore needs a single 3D volume", path)
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise VoCoError(f"is a 2D image (shape {data.shape}); VoCoCore needs a 3D volume with at least "
+                        "2 voxels along each axis", path)
+    return data
+
+
+def _check_finite(volume: Volume) -> None:
+    if np.issubdtype(volume.array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(volume.array)))
+        if bad:
+            raise VoCoError(f"contains {bad} NaN or infinite voxels of {volume.array.size}; fix or mask "
+                            "them before use", volume.source)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
