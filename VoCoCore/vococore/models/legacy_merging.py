@@ -1,0 +1,38 @@
+"""The 3D patch merging of MONAI 1.3.0, which the official VoCo weights were trained with.
+
+MONAI 1.3.0 concatenated the parity sub-samples (0,0,0), (1,0,0), (0,1,0), (0,0,1), (1,0,1), (0,1,0), (0,0,1),
+(1,1,1): two duplicated, (1,1,0) and (0,1,1) unused. MONAI PR #8285 fixed the order; parameters are identical, so
+official weights load either way but compute different features. See voco-spec.md, "Facts checked".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets.swin_unetr import PatchMerging
+
+# (d, h, w) parity offsets in MONAI 1.3.0 order.
+LEGACY_OFFSETS = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1))
+
+
+class LegacyPatchMerging(PatchMerging):
+    """MONAI ``PatchMerging`` with the MONAI 1.3.0 sub-sample order (same parameters and keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            return super().forward(x)
+        _, d, h, w, _ = x.shape
+        if d % 2 or h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2, 0, d % 2))
+        x = torch.cat([x[:, i::2, j::2, k::2, :] for i, j, k in LEGACY_OFFSETS], -1)
+        return self.reduction(self.norm(x))
+
+
+def use_legacy_merging(module: torch.nn.Module) -> int:
+    """Switch every MONAI ``PatchMerging`` inside ``module`` to the 1.3.0 order in place; returns how many."""
+    count = 0
+    for sub in module.modules():
+        if type(sub) is PatchMerging:
+            sub.__class__ = LegacyPatchMerging
+            count += 1
+    return count
