@@ -1,0 +1,92 @@
+"""VoCoSlicerLib.registry: the shipped model list, checksum-verified downloads (file:// URLs, real urllib) and
+offline import into the per-user cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
+
+from vococore.errors import VoCoError  # noqa: E402
+from VoCoSlicerLib.registry import MODELS_JSON, ModelRegistry, default_cache_dir, sha256_of  # noqa: E402
+
+
+def test_official_models_are_the_vocomni_files(tmp_path):
+    registry = ModelRegistry(cache_dir=tmp_path)
+    ids = [e.id for e in registry.entries()]
+    assert ids == ["VoComni_B", "VoComni_L", "VoComni_H"]
+    for entry in registry.entries():
+        assert entry.url == f"https://huggingface.co/Luffy503/VoCo/resolve/main/{entry.id}.pt"
+        assert entry.sha256 is None and entry.sha256_note == "not published; computed on first download"
+        assert entry.license == "Apache-2.0" and entry.size > 1e8
+        assert entry.labels[6] == "liver" and len(entry.labels) == 20
+        assert entry.extra["architecture"]["out_channels"] == 21
+    assert registry.local_path(registry.get("VoComni_B")) is None
+    with pytest.raises(VoCoError, match="unknown model 'VoCo_X'"):
+        registry.get("VoCo_X")
+
+
+def test_default_cache_dir_follows_vococore(monkeypatch, tmp_path):
+    monkeypatch.setenv("VOCOCORE_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "models"
+    monkeypatch.delenv("VOCOCORE_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "vococore" / "models"
+
+
+def _models_json(tmp_path: Path, url: str, sha256: str | None) -> Path:
+    data = json.loads(MODELS_JSON.read_text())
+    data["models"] = [dict(data["models"][0], id="Tiny", filename="tiny.pt", url=url, sha256=sha256, size=None)]
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_download_without_published_checksum_records_it_and_detects_tampering(tmp_path):
+    served = tmp_path / "server" / "tiny.pt"
+    served.parent.mkdir()
+    served.write_bytes(b"weights" * 300_000)
+    registry = ModelRegistry(_models_json(tmp_path, served.as_uri(), None), cache_dir=tmp_path / "cache")
+    entry = registry.get("Tiny")
+    seen = []
+    path = registry.download(entry, on_bytes=lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == served.read_bytes()
+    assert seen[-1] == (served.stat().st_size, served.stat().st_size)
+    assert registry.expected_sha256(entry) == sha256_of(served)
+    assert registry.local_path(entry) == path
+    path.write_bytes(b"corrupted")
+    with pytest.raises(VoCoError, match="different SHA-256"):
+        registry.local_path(entry)
+
+
+def test_download_with_wrong_checksum_keeps_nothing(tmp_path):
+    served = tmp_path / "tiny.pt"
+    served.write_bytes(b"not the published weights")
+    registry = ModelRegistry(_models_json(tmp_path, served.as_uri(), "0" * 64), cache_dir=tmp_path / "cache")
+    with pytest.raises(VoCoError, match="expected 0000"):
+        registry.download(registry.get("Tiny"))
+    assert list((tmp_path / "cache").iterdir()) == []
+    registry = ModelRegistry(_models_json(tmp_path, (tmp_path / "absent.pt").as_uri(), None), tmp_path / "cache")
+    with pytest.raises(VoCoError, match="Import model file"):
+        registry.download(registry.get("Tiny"))
+
+
+def test_import_model_copies_verifies_and_lists(tmp_path):
+    source = tmp_path / "my_model.pt"
+    source.write_bytes(b"\x00\x01" * 1000)
+    registry = ModelRegistry(cache_dir=tmp_path / "cache")
+    with pytest.raises(VoCoError, match="not imported"):
+        registry.import_model(source, "Mine", expected_sha256="f" * 64)
+    entry = registry.import_model(source, "Mine", title="My liver model", expected_sha256=sha256_of(source),
+                                  labels={1: "liver"})
+    again = ModelRegistry(cache_dir=tmp_path / "cache")
+    assert [e.id for e in again.entries()][-1] == "Mine"
+    assert again.get("Mine") == entry and again.get("Mine").labels == {1: "liver"}
+    assert again.local_path(entry).read_bytes() == source.read_bytes()
+    with pytest.raises(VoCoError, match="already registered"):
+        again.import_model(source, "Mine")
+    with pytest.raises(VoCoError, match="model file not found"):
+        again.import_model(tmp_path / "nope.pt", "Other")
