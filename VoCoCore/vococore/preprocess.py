@@ -83,6 +83,7 @@ class Preprocessed:
     image: "object"  # MetaTensor (1, x, y, z), float32, 0..1
     label: "object | None"
     original: Volume = field(repr=False)
+    transform: "object" = field(repr=False, default=None)  # the Compose that made it; MONAI inverts with it
 
     @property
     def affine(self) -> np.ndarray:
@@ -115,28 +116,27 @@ class Preprocessor:
                 raise VoCoError(f"label grid {label.shape} does not match the image grid {volume.shape}; "
                                 "resample it onto the image first", label.source)
             data[LABEL] = to_meta_tensor(label)
-        out = (self._with_label if label is not None else self._image_only)(data)
-        return Preprocessed(image=out[IMAGE], label=out.get(LABEL), original=volume)
+        transform = self._with_label if label is not None else self._image_only
+        out = transform(data)
+        return Preprocessed(image=out[IMAGE], label=out.get(LABEL), original=volume, transform=transform)
 
-    def invert(self, pre: Preprocessed, array: np.ndarray | torch.Tensor, nearest: bool = True) -> np.ndarray:
-        """Map an array on the preprocessed grid ((x,y,z) or (C,x,y,z)) back onto the original grid.
+    def invert(self, pre: Preprocessed, array: np.ndarray | torch.Tensor, nearest: bool = True) -> Volume:
+        """Map a 3D array on the preprocessed grid back onto the original grid, as a Volume there.
 
-        Undoes padding, crop, spacing and orientation with MONAI's inverse transforms; ``nearest`` for labels.
+        Undoes padding, crop, spacing and orientation with MONAI's inverse transforms (``nearest`` for labels);
+        the returned affine is the one MONAI's inverse computes, so it can be checked against the original.
         """
         from monai.data import MetaTensor
         from monai.transforms import Invertd
 
-        tensor = torch.as_tensor(array)
-        squeeze = tensor.ndim == 3
-        if squeeze:
-            tensor = tensor[None]
-        if tuple(tensor.shape[1:]) != pre.shape:
-            raise ValueError(f"array shape {tuple(tensor.shape[1:])} is not the preprocessed grid {pre.shape}")
+        tensor = array.as_tensor() if isinstance(array, MetaTensor) else torch.as_tensor(array)
+        if tuple(tensor.shape) != pre.shape:
+            raise ValueError(f"array shape {tuple(tensor.shape)} is not the preprocessed grid {pre.shape}")
         dtype = tensor.dtype
-        work = MetaTensor(tensor.float() if nearest else tensor, affine=pre.image.affine)
-        inverter = Invertd(keys="out", transform=self._image_only, orig_keys=IMAGE, nearest_interp=nearest)
+        work = MetaTensor(tensor[None].float(), affine=pre.image.affine)
+        inverter = Invertd(keys="out", transform=pre.transform, orig_keys=IMAGE, nearest_interp=nearest)
         back = inverter({"out": work, IMAGE: pre.image})["out"]
-        result = back.as_tensor() if hasattr(back, "as_tensor") else back
-        result = result.to(dtype) if nearest else result
-        result = result.numpy()
-        return result[0] if squeeze else result
+        values = back.as_tensor()[0]
+        values = values.round().to(dtype) if nearest else values
+        return Volume(array=values.numpy(), affine=np.asarray(back.affine, dtype=np.float64),
+                      source=pre.original.source, meta={"inverted_from": "preprocessed grid"})

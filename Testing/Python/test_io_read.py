@@ -1,0 +1,104 @@
+"""CT input: every sample loads with the size, spacing and orientation that SOURCES.md lists, and geometry is
+exact across formats and conventions (RAS NIfTI, LPS DICOM, LAS-stored labels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vococore.io import read_volume
+from vococore.resample import grid_alignment, resample_to_grid
+
+# name, shape (x, y, z), spacing (mm), orientation, HU/value range (from shared/data/ct/SOURCES.md)
+EXPECTED = [
+    ("TotalSegCT", (122, 101, 112), (3.0, 3.0, 3.0), "RAS", (-1207, 3382)),
+    ("TotalSegCTLabels", (122, 101, 112), (3.0, 3.0, 3.0), "RAS", (0, 117)),
+    ("TotalSegCTSmall", (122, 101, 30), (3.0, 3.0, 3.0), "RAS", (-1100, 1207)),
+    ("TotalSegCTSmallLabels", (122, 101, 30), (3.0, 3.0, 3.0), "RAS", (0, 117)),
+    ("TotalSegDICOM", (512, 512, 20), (0.977, 0.977, 2.0), "LPS", (-1024, 1839)),
+    ("TotalSegDICOMLabels", (512, 512, 20), (0.977, 0.977, 2.0), "LAS", (0, 117)),
+    ("Dcmqi3Slice", (512, 512, 3), (0.811, 0.811, 1.0), "LPS", (-3024, 1381)),
+    ("Dcmqi3SliceLabels", (512, 512, 3), (0.811, 0.811, 1.0), "LPS", (0, 2)),
+]
+
+
+@pytest.mark.parametrize("name,shape,spacing,orientation,value_range", EXPECTED)
+def test_sample_loads_as_listed(sample, name, shape, spacing, orientation, value_range):
+    vol = read_volume(sample(name))
+    assert vol.shape == shape
+    np.testing.assert_allclose(vol.spacing, spacing, atol=1e-3)
+    assert vol.orientation == orientation
+    assert vol.array.min() == value_range[0]
+    assert vol.array.max() <= value_range[1]
+
+
+def test_dicom_series_is_sorted_by_position(sample):
+    """Slice k of the volume lies at the k-th position along the slice normal, evenly spaced."""
+    vol = read_volume(sample("TotalSegDICOM"))
+    centres = vol.voxel_to_world(np.array([[0, 0, k] for k in range(vol.shape[2])]))
+    steps = np.diff(centres[:, 2])
+    np.testing.assert_allclose(steps, 2.0, atol=1e-4)
+    assert vol.meta["n_files"] == 20 and vol.meta["other_series"] == {}
+
+
+def test_dicom_and_flipped_label_agree_in_world(sample):
+    """The LAS-stored label lands voxel-for-voxel on the LPS series through world coordinates, and the organs
+    it names get their expected contrast-CT intensities there (by raw array index they would not)."""
+    ct = read_volume(sample("TotalSegDICOM"))
+    label = read_volume(sample("TotalSegDICOMLabels"))
+    assert grid_alignment(label, ct)
+    np.testing.assert_allclose(label.world_bounds(), ct.world_bounds(), atol=1e-3)
+    on_ct = resample_to_grid(label, ct).array
+    assert np.array_equal(on_ct, label.array[:, ::-1, :])  # the stored y-flip, undone by geometry alone
+    means = {v: ct.array[on_ct == v].mean() for v in (5, 1, 52)}  # liver, spleen, aorta
+    assert 70 < means[5] < 110 and 60 < means[1] < 100 and 150 < means[52] < 210
+    assert ct.array[label.array == 5].mean() < 0  # raw-index pairing puts "liver" on air/fat
+
+
+def test_lps_to_ras_conversion_is_explicit(sample):
+    """DICOM LPS geometry becomes RAS by negating x and y of the direction columns and the origin."""
+    import SimpleITK as sitk
+
+    path = sample("TotalSegDICOM")
+    vol = read_volume(path)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+    image = reader.Execute()
+    origin_lps = np.array(image.GetOrigin())
+    np.testing.assert_allclose(vol.origin, origin_lps * [-1, -1, 1])
+    np.testing.assert_allclose(vol.affine_lps[:3, 3], origin_lps)
+    # voxel (i, j, k) of the array is SimpleITK index (i, j, k)
+    idx = (300, 200, 7)
+    assert vol.array[idx] == sitk.GetArrayViewFromImage(image)[idx[::-1]]
+    np.testing.assert_allclose(vol.voxel_to_world(np.array(idx)),
+                               np.array(image.TransformIndexToPhysicalPoint(idx)) * [-1, -1, 1], atol=1e-6)
+
+
+def test_formats_agree_on_geometry(sample, tmp_path):
+    """The same CT written as NRRD, MetaImage and NIfTI reads back with identical voxels and affine."""
+    from vococore.io import write_volume
+
+    ct = read_volume(sample("TotalSegDICOM"))
+    for name in ("ct.nrrd", "ct.mha", "ct.nii.gz", "ct.nhdr"):
+        back = read_volume(write_volume(ct, tmp_path / name))
+        assert np.array_equal(back.array, ct.array), name
+        np.testing.assert_allclose(back.affine, ct.affine, atol=1e-4, err_msg=name)
+
+
+def test_several_series_in_one_folder_pick_largest_or_by_uid(sample, tmp_path, caplog):
+    """A folder with two series reads the larger by default (and says so), or the one named by UID."""
+    import shutil
+
+    from vococore.io.dicom import find_series
+
+    big, small = sample("TotalSegDICOM"), sample("Dcmqi3Slice")
+    for src in (big, small):
+        for f in src.iterdir():
+            shutil.copy(f, tmp_path / f"{src.name}_{f.name}")
+    series = find_series(tmp_path)
+    assert sorted(len(v) for v in series.values()) == [3, 20]
+    with caplog.at_level("WARNING"):
+        vol = read_volume(tmp_path)
+    assert vol.shape == (512, 512, 20) and "2 DICOM series" in caplog.text
+    small_uid = next(uid for uid, files in series.items() if len(files) == 3)
+    assert read_volume(tmp_path, series_uid=small_uid).shape == (512, 512, 3)
