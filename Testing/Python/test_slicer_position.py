@@ -1,0 +1,54 @@
+"""VoCoSlicerLib.position on real MRML: the table node holds exactly the overlaps it is given (and those of
+vococore's position prediction), the chart plots both columns, and a second prediction re-uses our nodes only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
+
+from vococore.errors import VoCoError  # noqa: E402
+from vococore.io import read_volume  # noqa: E402
+from VoCoSlicerLib import nodes, position  # noqa: E402
+
+
+def test_table_holds_the_true_overlaps_of_vococore(mrml, sample):
+    from vococore.pretext import get_recipe, position_labels
+
+    recipe = get_recipe("v2")
+    # the worked example of the spec: centre (70, 100) overlaps bases 1, 2, 4 and 5
+    true = position_labels(np.array([[70, 100]]), recipe)[0]
+    rng = np.random.default_rng(3)
+    predicted = rng.dirichlet(np.ones(9))
+    volume = read_volume(sample("TotalSegCTSmall"))
+    node = nodes.node_from_volume(volume, mrml.scene, "CT")
+    table, chart = position.show_positions(mrml.scene, node, predicted, true, recipe.grid)
+    got_predicted, got_true = position.table_values(table)
+    np.testing.assert_array_equal(got_predicted, predicted)
+    np.testing.assert_array_equal(got_true, true)
+    np.testing.assert_allclose(got_true[[1, 2, 4, 5]], [26 * 60 / 4096, 26 * 4 / 4096, 38 * 60 / 4096,
+                                                        38 * 4 / 4096])
+    assert table.GetNumberOfRows() == 9
+    assert [table.GetColumnName(c) for c in range(5)] == list(position.COLUMNS)
+    assert [table.GetCellText(k, 1) + table.GetCellText(k, 2) for k in (0, 5, 8)] == ["00", "12", "22"]
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(2)]
+    assert [s.GetYColumnName() for s in series] == ["predicted overlap", "true overlap"]
+    assert all(s.GetTableNode() is table for s in series)
+
+    # a second prediction refills the same nodes; a user's table is never touched
+    users = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
+    again, chart2 = position.show_positions(mrml.scene, node, true, predicted, recipe.grid)
+    assert again is table and chart2 is chart and users.GetNumberOfColumns() == 0
+    np.testing.assert_array_equal(position.table_values(table)[0], true)
+    assert mrml.scene.GetNodesByClass("vtkMRMLPlotSeriesNode").GetNumberOfItems() == 2
+
+
+def test_wrong_length_is_refused(mrml):
+    table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    with pytest.raises(VoCoError, match="expected 9 overlaps per base for a 3x3 grid"):
+        position.fill_table(table, np.ones(16) / 16, np.ones(16) / 16, 3)
