@@ -181,3 +181,20 @@ def test_result_goes_under_the_input_study(mrml, sample):
     seg2 = nodes.segmentation_from_labelmap(labels, ct, [], mrml.scene, "VoCo", other)
     assert seg2.GetSegmentation().GetNthSegment(0).GetName() == "Segment_1"
     assert seg2.GetName() != seg.GetName()
+
+
+def test_segmentation_back_to_labelmap_for_training(mrml, sample):
+    ct = read_volume(sample("TotalSegCTSmall"))
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[10:40, 20:50, 3:12] = 4
+    labels[70:90, 30:60, 10:25] = 9
+    info = [LabelInfo(4, "gallbladder", (0.2, 0.8, 0.3)), LabelInfo(9, "left adrenal", (0.5, 0.5, 0.9))]
+    ct_node = nodes.node_from_volume(ct, mrml.scene, "CT")
+    seg = nodes.segmentation_from_labelmap(labels, ct, info, mrml.scene, "truth", ct_node)
+    exported, exported_info = nodes.labelmap_from_segmentation(seg, ct)
+    assert [(i.value, i.name) for i in exported_info] == [(1, "gallbladder"), (2, "left adrenal")]
+    np.testing.assert_array_equal(exported == 1, labels == 4)
+    np.testing.assert_array_equal(exported == 2, labels == 9)
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    with pytest.raises(VoCoError, match="'empty' has no segments"):
+        nodes.labelmap_from_segmentation(empty, ct)
