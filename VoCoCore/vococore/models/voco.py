@@ -72,13 +72,15 @@ class VoCoModel(nn.Module):
         """The encoder's weights with MONAI key names (``swinViT.*``, ``encoder1.*`` ...; no projector)."""
         return {k: v for k, v in self.encoder().state_dict().items() if not k.startswith("proj_head.")}
 
-    def project(self, crops: torch.Tensor, update_teacher: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(self, crops: torch.Tensor, update_teacher: bool,
+                row_dropout: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Student and teacher embeddings (N, D) of crops (N, C, s, s, s), all crops in one batch (BatchNorm
-        statistics over all of them). With ``update_teacher`` the EMA step runs before the teacher pass."""
+        statistics over all of them). With ``update_teacher`` the EMA step runs before the teacher pass; with
+        ``row_dropout`` the student sees the recipe's embedding row dropout (v2)."""
         if self.recipe.layout == "shared":
             features = self.backbone(crops)
             student_in = features
-            if self.training and self.recipe.embedding_row_dropout > 0:
+            if row_dropout and self.recipe.embedding_row_dropout > 0:
                 # A 2-D input is (C, L) to dropout1d: whole crop vectors are zeroed, the rest scaled (as v2 does).
                 student_in = F.dropout1d(features, p=self.recipe.embedding_row_dropout, training=True)
             student = self.student(student_in)
@@ -94,11 +96,12 @@ class VoCoModel(nn.Module):
                 teacher = self.teacher.proj_head(self.teacher(crops))
         return student, teacher.detach()
 
-    def _split(self, bases: torch.Tensor, targets: torch.Tensor, update_teacher: bool):
-        """Embed targets then bases of all volumes together; return (B, T, D) / (B, K, D) float32 parts."""
+    def _split(self, bases: torch.Tensor, targets: torch.Tensor, training: bool):
+        """Embed targets then bases of all volumes together; return (B, T, D) / (B, K, D) float32 parts.
+        ``training`` runs the EMA step and the row dropout."""
         b, k, t = bases.shape[0], bases.shape[1], targets.shape[1]
         crops = torch.cat([targets.flatten(0, 1), bases.flatten(0, 1)])
-        student, teacher = self.project(crops, update_teacher)
+        student, teacher = self.project(crops, update_teacher=training, row_dropout=training)
         student, teacher = student.float(), teacher.float()
         n = b * t
         return (student[:n].view(b, t, -1), student[n:].view(b, k, -1),
@@ -112,12 +115,15 @@ class VoCoModel(nn.Module):
 
     def forward(self, bases: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss parts for a batch: ``bases`` (B, K, C, s, s, s), ``targets`` (B, T, C, s, s, s), ``labels``
-        (B, T, K). Returns float32 scalars named by ``recipe.loss_parts`` plus ``total`` (their sum)."""
+        (B, T, K). Returns float32 scalars named by ``recipe.loss_parts`` plus ``total`` (their sum).
+
+        In training mode each call runs the EMA step (before the teacher pass) and the row dropout; in eval mode
+        neither, so a validation loss leaves the teacher unchanged."""
         if bases.shape[1] != self.recipe.num_bases or labels.shape != (*targets.shape[:2], bases.shape[1]):
             raise VoCoError(f"batch shapes bases {tuple(bases.shape)}, targets {tuple(targets.shape)}, labels "
                             f"{tuple(labels.shape)} do not fit recipe {self.recipe.name!r} "
                             f"({self.recipe.num_bases} bases)")
-        s_t, s_b, t_t, t_b = self._split(bases, targets, update_teacher=self.training)
+        s_t, s_b, t_t, t_b = self._split(bases, targets, training=self.training)
         wanted = self.recipe.loss_parts
         negative = self.recipe.negative_loss
         parts: dict[str, torch.Tensor] = {}
@@ -142,7 +148,7 @@ class VoCoModel(nn.Module):
     def predict_overlaps(self, bases: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Predicted overlaps (T, K) in [0, 1] of one volume's targets (T, C, s, s, s) with its bases (K, C, s, s, s):
         the training logits, without the EMA step or row dropout. They are not normalised to sum to 1."""
-        s_t, s_b, t_t, t_b = self._split(bases[None], targets[None], update_teacher=False)
+        s_t, s_b, t_t, t_b = self._split(bases[None], targets[None], training=False)
         return self._position_logits(s_t, s_b, t_t, t_b)[0].clamp(0.0, 1.0)
 
 
