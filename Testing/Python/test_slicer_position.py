@@ -52,3 +52,38 @@ def test_wrong_length_is_refused(mrml):
     table = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode")
     with pytest.raises(VoCoError, match="expected 9 overlaps per base for a 3x3 grid"):
         position.fill_table(table, np.ones(16) / 16, np.ones(16) / 16, 3)
+
+
+def test_logic_shows_exactly_what_vococore_predicts(mrml, sample, tmp_path):
+    """A point in the CT -> vococore.position.predict_positions -> the table holds its numbers, unrounded."""
+    import torch
+
+    from vococore.models.voco import VoCoModel
+    from vococore.position import predict_positions
+    from vococore.pretext import default_backbone
+    from vococore.training.checkpoint import build_checkpoint, save_checkpoint
+    from VoCoSlicerLib.logic import VoCoLogic
+
+    torch.manual_seed(0)
+    model = VoCoModel(default_backbone("small"), "small")
+    checkpoint = save_checkpoint(tmp_path / "last.pt", build_checkpoint(
+        7, model, backbone=default_backbone("small"), recipe=model.recipe))
+    volume = read_volume(sample("TotalSegCT"))
+    node = nodes.node_from_volume(volume, mrml.scene, "CT")
+    logic = VoCoLogic(mrml.scene, work_dir=tmp_path)
+    loaded = logic.load_position_model(checkpoint, "small")
+    assert not loaded.training
+    point = volume.voxel_to_world(np.array(volume.shape) / 2)  # the middle of the CT, inside the region
+    table, chart, sub = logic.predict_positions(node, point, loaded)
+
+    with torch.no_grad():
+        direct = predict_positions(model.eval(), volume, points_ras=point[None]).subvolumes[0]
+    got_predicted, got_true = position.table_values(table)
+    np.testing.assert_array_equal(got_predicted, sub.predicted)
+    np.testing.assert_array_equal(got_true, sub.true)
+    np.testing.assert_allclose(sub.predicted, direct.predicted, atol=1e-6)  # same weights through the file
+    np.testing.assert_array_equal(sub.true, direct.true)
+    assert got_true.sum() == pytest.approx(1.0) and np.all((got_predicted >= 0) & (got_predicted <= 1))
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    with pytest.raises(VoCoError, match="outside the VoCo region"):
+        logic.predict_positions(node, point + [5000.0, 0, 0], loaded)

@@ -1,0 +1,176 @@
+"""Everything the VoCoSlicer module does, without Qt: exports nodes to files, runs ``vococore`` in the background,
+brings results back as nodes, draws the grid and the position table. The widget only calls this."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vococore.errors import VoCoError
+
+from VoCoSlicerLib import device, grid, nodes, position
+from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
+from VoCoSlicerLib.registry import ModelRegistry
+from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState
+
+
+class VoCoLogic:
+    """Segmentation, grid display, position prediction and training runs for one MRML scene.
+
+    ``python`` is the interpreter that runs ``vococore`` (``PythonSlicer`` inside Slicer); ``on_progress`` and
+    ``on_log`` receive the runs' progress events and log lines when the caller polls the runner.
+    """
+
+    def __init__(self, scene: Any, registry: ModelRegistry | None = None, python: str | None = None,
+                 work_dir: str | Path | None = None, on_progress: Callable[[ProgressEvent], None] | None = None,
+                 on_log: Callable[[str], None] | None = None) -> None:
+        self.scene = scene
+        self.registry = registry or ModelRegistry()
+        self.python = python
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="VoCoSlicer-"))
+        self.on_progress, self.on_log = on_progress, on_log
+        self.process: BackgroundProcess | None = None
+        self.result_node: Any = None
+
+    # --- segmentation -------------------------------------------------------------------------------------------
+    def model_path(self, model_id: str) -> Path | None:
+        """The verified local file of a model, or None when it still needs downloading."""
+        return self.registry.local_path(self.registry.get(model_id))
+
+    def start_segmentation(self, volume_node: Any, params: SegmentParameters,
+                           on_finished: Callable[[RunState, Any], None] | None = None,
+                           model_file: Path | None = None) -> BackgroundProcess:
+        """Export the CT, run ``vococore infer`` in the background; on success load the result beside the input.
+
+        ``model_file`` overrides the registry (a model package on disk). ``on_finished(state, segmentation)``.
+        """
+        name = volume_node.GetName() if volume_node is not None else None
+        model_path = model_file or (self.model_path(params.model) if params.model else None)
+        valid = params.validate(name, model_path)
+        if not valid:
+            raise VoCoError(valid.reason)
+        if model_path is None:
+            raise VoCoError(f"model {params.model!r} is not downloaded yet")
+        volume = nodes.volume_from_node(volume_node)
+        check = device.check_device(params.device, required_gb=4.0)
+        if not check.ok:
+            raise VoCoError(check.reason)
+        run_dir = Path(tempfile.mkdtemp(prefix="segment-", dir=self.work_dir))
+        from vococore.io import write_volume
+
+        input_path = write_volume(volume, run_dir / "input.nii.gz")
+        output = run_dir / "segmentation.seg.nrrd"
+
+        def finished(state: RunState) -> None:
+            self.result_node = None
+            if state is RunState.SUCCEEDED:
+                self.result_node = nodes.load_segmentation(output, self.scene, f"{name} VoCo", volume_node)
+            if on_finished:
+                on_finished(state, self.result_node)
+
+        command = params.command(model_path, input_path, output, python=self.python)
+        return self._start(command, [output], finished)
+
+    def segmentation_estimate(self, volume_node: Any, feature_size: int = 48) -> str:
+        """'about N min on this CPU' for segmenting ``volume_node`` (from measured per-voxel rates)."""
+        volume = nodes.volume_from_node(volume_node)
+        seconds = device.estimate_inference_s(volume.shape, volume.spacing, feature_size=feature_size)
+        return f"about {device.format_duration(seconds)} on this computer's CPU (rough; GPU: seconds)"
+
+    # --- see what VoCo sees ---------------------------------------------------------------------------------------
+    def show_grid(self, volume_node: Any, recipe: str) -> list[Any]:
+        """Draw ``recipe``'s base-crop grid on ``volume_node`` as ROIs (replacing our previous grid)."""
+        geometry = grid.grid_geometry(nodes.volume_from_node(volume_node), recipe)
+        return grid.draw_grid(geometry, self.scene, volume_node)
+
+    def hide_grid(self, volume_node: Any) -> int:
+        """Remove the grid drawn for ``volume_node``."""
+        return grid.remove_grid(self.scene, volume_node)
+
+    def load_position_model(self, checkpoint: str | Path | None, recipe: str) -> Any:
+        """The VoCo model of a pretraining checkpoint, or an untrained one of ``recipe`` when none is given
+        (its predictions are then meaningless: it shows the mechanics, not a trained model's knowledge)."""
+        from vococore.models.voco import VoCoModel, load_voco_model
+        from vococore.pretext import default_backbone
+
+        model = load_voco_model(checkpoint) if checkpoint else VoCoModel(default_backbone(recipe), recipe)
+        return model.eval()
+
+    def predict_positions(self, volume_node: Any, point_ras: Sequence[float], model: Any) -> tuple[Any, Any, Any]:
+        """Centre a target crop at ``point_ras``, let VoCo ``model`` predict its overlap with each base crop, and
+        show prediction and truth as a table and chart; returns (table, chart, vococore's sub-volume result)."""
+        import torch
+
+        from vococore.position import predict_positions
+
+        with torch.no_grad():
+            result = predict_positions(model, nodes.volume_from_node(volume_node),
+                                       points_ras=np.asarray(point_ras, dtype=np.float64).reshape(1, 3))
+        sub = result.subvolumes[0]
+        table, chart = position.show_positions(self.scene, volume_node, sub.predicted, sub.true, result.recipe.grid)
+        return table, chart, sub
+
+    # --- training -------------------------------------------------------------------------------------------------
+    def start_pretraining(self, params: PretrainParameters,
+                          on_finished: Callable[[RunState], None] | None = None) -> BackgroundProcess:
+        """Write the pretraining config and start ``vococore pretrain``; checkpoints let it resume later."""
+        valid = params.validate()
+        if not valid:
+            raise VoCoError(valid.reason)
+        config = self._write_config(params.config(), "pretrain")
+        return self._start(params.command(config, python=self.python), [], on_finished)
+
+    def start_finetuning(self, pairs: Sequence[tuple[Any, Any]], params: FinetuneParameters,
+                         on_finished: Callable[[RunState], None] | None = None) -> BackgroundProcess:
+        """Export each (volume node, segmentation node) pair to files and start ``vococore finetune``."""
+        from vococore.io import write_labelmap, write_volume
+
+        export_dir = Path(tempfile.mkdtemp(prefix="finetune-data-", dir=self.work_dir))
+        files = []
+        for index, (volume_node, segmentation_node) in enumerate(pairs):
+            volume = nodes.volume_from_node(volume_node)
+            labels, info = nodes.labelmap_from_segmentation(segmentation_node, volume)
+            image = write_volume(volume, export_dir / f"case{index:03d}_image.nii.gz")
+            label = write_labelmap(labels, volume, export_dir / f"case{index:03d}_label.nii.gz", info)
+            files.append((str(image), str(label)))
+        params.pairs = files
+        valid = params.validate()
+        if not valid:
+            raise VoCoError(valid.reason)
+        config = self._write_config(params.config(), "finetune")
+        return self._start(params.command(config, python=self.python), [], on_finished)
+
+    def training_estimate(self, steps: int, recipe: str) -> str:
+        """CPU time of ``steps`` pretraining steps of ``recipe`` (batch 2 volumes), from measured rates."""
+        from vococore.pretext import default_backbone, get_recipe
+
+        r = get_recipe(recipe)
+        backbone = default_backbone(recipe)
+        size = backbone.feature_size if isinstance(backbone.feature_size, int) else 48
+        seconds = device.estimate_training_s(steps, 2 * (r.num_bases + r.num_targets), (r.input_size,) * 3, size)
+        return f"about {device.format_duration(seconds)} on this computer's CPU; a GPU is far faster"
+
+    # --- runs -----------------------------------------------------------------------------------------------------
+    def _write_config(self, data: dict[str, Any], kind: str) -> Path:
+        import yaml
+
+        path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.work_dir)) / f"{kind}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def _start(self, command: list[str], outputs: list[Path],
+               on_finished: Callable[[RunState], None] | None) -> BackgroundProcess:
+        if self.process is not None and self.process.state is RunState.RUNNING:
+            raise VoCoError("another VoCo run is still going; cancel it or wait until it ends")
+        self.process = BackgroundProcess(command, outputs, on_progress=self.on_progress, on_log=self.on_log,
+                                         on_finished=on_finished)
+        return self.process.start()
+
+    def cancel(self) -> None:
+        """Stop the current run (the whole process tree) within 5 seconds."""
+        if self.process is not None:
+            self.process.cancel()

@@ -1,0 +1,140 @@
+"""The module's parameters as plain dataclasses: each validates itself with a reason a person can act on, and
+builds the ``vococore`` command line (and config file contents) for its background run."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEVICES = ("auto", "cuda", "cpu")
+RECIPES = ("v2", "v1", "small")
+
+
+def vococore_command(python: str | None = None) -> list[str]:
+    """How to start vococore with Slicer's Python (``PythonSlicer``) or this interpreter: ``python -m vococore``."""
+    return [python or sys.executable, "-m", "vococore"]
+
+
+@dataclass(frozen=True)
+class Validity:
+    """Outcome of a validation: ``ok``, and when not ok the ``reason`` to show next to the disabled button."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _first_problem(checks: list[tuple[bool, str]]) -> Validity:
+    for ok, reason in checks:
+        if not ok:
+            return Validity(False, reason)
+    return Validity(True)
+
+
+@dataclass
+class SegmentParameters:
+    """Segment a CT with a packaged model (``vococore infer``)."""
+
+    model: str = "VoComni_B"
+    device: str = "auto"
+
+    def validate(self, input_name: str | None, model_path: Path | None) -> Validity:
+        """Input volume chosen, device known, and the model file present (downloaded or imported)."""
+        return _first_problem([
+            (bool(input_name), "Select an input CT volume."),
+            (bool(self.model) or model_path is not None, "Select a model."),
+            (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
+            (model_path is None or model_path.is_file(), f"Model file {model_path} is missing; download or import "
+                                                         "it again."),
+        ])
+
+    def command(self, model_path: Path, input_path: Path, output_path: Path, python: str | None = None) -> list[str]:
+        """``vococore infer`` writing a ``.seg.nrrd`` on the input's grid, with JSON progress lines."""
+        return [*vococore_command(python), "infer", "--model", str(model_path), "--input", str(input_path),
+                "--output", str(output_path), "--device", self.device, "--json-progress"]
+
+
+@dataclass
+class PretrainParameters:
+    """Self-supervised VoCo pretraining on a folder of CT volumes or a datalist JSON (``vococore pretrain``)."""
+
+    data: str = ""
+    output_dir: str = ""
+    recipe: str = "v2"
+    steps: int = 1000
+    device: str = "auto"
+    resume: bool = False
+
+    def validate(self) -> Validity:
+        """Data exists, recipe and device are known, and the output folder is new unless resuming."""
+        data, out = Path(self.data), Path(self.output_dir)
+        last = out / "checkpoints" / "last.pt"
+        return _first_problem([
+            (bool(self.data) and data.exists(), f"Training data {self.data!r} does not exist; choose a folder of "
+                                                "CT volumes or a datalist .json."),
+            (data.is_dir() or data.suffix == ".json", f"{self.data} is neither a folder nor a datalist .json."),
+            (self.recipe in RECIPES, f"Unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}."),
+            (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
+            (self.steps >= 1, "Steps must be at least 1."),
+            (bool(self.output_dir), "Choose an output folder."),
+            (not self.resume or last.is_file(), f"Nothing to resume: {last} does not exist."),
+            (self.resume or not last.exists(), f"{out} already holds a run; tick 'Resume' or choose another folder."),
+        ])
+
+    def config(self) -> dict[str, Any]:
+        """The YAML config contents of ``vococore pretrain`` (``vococore.pretrain.PretrainConfig``), with the
+        backbone the recipe is designed for."""
+        from vococore.config import to_dict
+        from vococore.pretext import default_backbone
+
+        return {"data": self.data, "recipe": self.recipe, "backbone": to_dict(default_backbone(self.recipe)),
+                "steps": self.steps, "warmup_steps": min(5000, self.steps // 10), "checkpoint_every":
+                max(1, min(1000, self.steps // 10)), "device": self.device, "output_dir": self.output_dir}
+
+    def command(self, config_path: Path, python: str | None = None) -> list[str]:
+        """``vococore pretrain`` with JSON progress (and ``--resume`` to continue from the last checkpoint)."""
+        return [*vococore_command(python), "pretrain", "--config", str(config_path), "--json-progress",
+                *(["--resume"] if self.resume else [])]
+
+
+@dataclass
+class FinetuneParameters:
+    """Fine-tune a segmentation network from pretrained weights on image/label file pairs (``vococore finetune``)."""
+
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    weights: str = ""
+    output_dir: str = ""
+    steps: int = 500
+    device: str = "auto"
+    resume: bool = False
+
+    def validate(self) -> Validity:
+        """At least one pair of existing files, weights present if given, and a fresh output unless resuming."""
+        last = Path(self.output_dir) / "checkpoints" / "last.pt"
+        missing = [p for pair in self.pairs for p in pair if not Path(p).is_file()]
+        return _first_problem([
+            (bool(self.pairs), "Add at least one CT volume with its segmentation."),
+            (not missing, f"Missing training file(s): {', '.join(missing[:3])}."),
+            (not self.weights or Path(self.weights).is_file(), f"Pretrained weights {self.weights} not found."),
+            (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
+            (self.steps >= 1, "Steps must be at least 1."),
+            (bool(self.output_dir), "Choose an output folder."),
+            (not self.resume or last.is_file(), f"Nothing to resume: {last} does not exist."),
+            (self.resume or not last.exists(), f"{self.output_dir} already holds a run; tick 'Resume' or choose "
+                                               "another folder."),
+        ])
+
+    def config(self) -> dict[str, Any]:
+        """The YAML config contents of ``vococore finetune``."""
+        return {"data": {"training": [{"image": i, "label": lab} for i, lab in self.pairs]},
+                "weights": self.weights or None, "output_dir": self.output_dir, "device": self.device,
+                "loop": {"steps": self.steps}}
+
+    def command(self, config_path: Path, python: str | None = None) -> list[str]:
+        """``vococore finetune`` with JSON progress."""
+        return [*vococore_command(python), "finetune", "--config", str(config_path), "--json-progress",
+                *(["--resume"] if self.resume else [])]

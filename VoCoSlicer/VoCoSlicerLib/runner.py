@@ -1,0 +1,232 @@
+"""Runs a ``vococore`` command in the background: reader threads feed a queue that the GUI drains from a timer
+(or :meth:`BackgroundProcess.wait_for_completion` in scripts and tests); cancel ends the whole process tree.
+
+No Qt here: the widget calls :meth:`BackgroundProcess.poll` from a QTimer, so callbacks run on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vococore.errors import VoCoError
+
+from VoCoSlicerLib.device import format_duration
+
+
+class RunState(enum.Enum):
+    """Where a background run stands."""
+
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One JSON progress line of ``vococore ... --json-progress`` (format in ``vococore.progress``)."""
+
+    event: str
+    stage: str
+    step: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the stage done, 0..1 (0 when the total is unknown)."""
+        return min(max(self.step / self.total, 0.0), 1.0) if self.total > 0 else 0.0
+
+    def describe(self) -> str:
+        """One line for the progress label, e.g. ``infer 12/40, about 3 min left``."""
+        text = f"{self.stage} {self.step}/{self.total}" if self.total else self.stage
+        if self.event == "end":
+            return f"{text}, done in {format_duration(self.elapsed_s)}"
+        return f"{text}, about {format_duration(self.eta_s)} left" if self.eta_s is not None else text
+
+    def metric_text(self, *names: str) -> str:
+        """The first of ``names`` present in the metrics, formatted (``-`` when none is reported)."""
+        for name in names:
+            if name in self.metrics:
+                return f"{self.metrics[name]:.4g}"
+        return "-"
+
+    @classmethod
+    def parse(cls, line: str) -> "ProgressEvent | None":
+        """The event in ``line``, or None when the line is not a progress record (plain log output)."""
+        text = line.strip()
+        if not text.startswith("{"):
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("event") not in ("start", "progress", "end"):
+            return None
+        eta = data.get("eta_s")
+        return cls(event=data["event"], stage=str(data.get("stage", "")), step=int(data.get("step", 0)),
+                   total=int(data.get("total", 0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
+                   eta_s=None if eta is None else float(eta),
+                   metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()})
+
+
+def partial_files(path: Path) -> list[Path]:
+    """Temporary files that vococore's atomic writer leaves beside ``path`` when it is killed mid-write."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp*")) if path.parent.is_dir() else []
+
+
+class BackgroundProcess:
+    """A ``vococore`` subprocess whose stdout JSON progress and log lines reach callbacks when :meth:`poll` runs.
+
+    ``outputs`` are files the run creates: they must not exist beforehand, and after a cancel or failure neither
+    they nor their partial temporary files remain.
+    """
+
+    def __init__(self, args: Sequence[str], outputs: Sequence[str | os.PathLike] = (),
+                 on_progress: Callable[[ProgressEvent], None] | None = None,
+                 on_log: Callable[[str], None] | None = None,
+                 on_finished: Callable[[RunState], None] | None = None,
+                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> None:
+        self.args = [str(a) for a in args]
+        self.outputs = [Path(p) for p in outputs]
+        self.on_progress, self.on_log, self.on_finished = on_progress, on_log, on_finished
+        self.env, self.cwd = env, cwd
+        self.state = RunState.NOT_STARTED
+        self.returncode: int | None = None
+        self.last_progress: ProgressEvent | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._process: subprocess.Popen | None = None
+        self._cancel_requested = False
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running command (None before start)."""
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> "BackgroundProcess":
+        """Launch the command; refuses when an output file already exists (it would be overwritten)."""
+        if self.state is not RunState.NOT_STARTED:
+            raise VoCoError(f"this run was already started ({self.state.value})")
+        for path in self.outputs:
+            if path.exists():
+                raise VoCoError("output already exists; choose another name or delete it first", path)
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env, cwd=self.cwd,
+                                         start_new_session=os.name == "posix")
+        self.state = RunState.RUNNING
+        readers = [threading.Thread(target=self._read, args=(self._process.stdout, "out"), daemon=True),
+                   threading.Thread(target=self._read, args=(self._process.stderr, "err"), daemon=True)]
+        for reader in readers:
+            reader.start()
+        threading.Thread(target=self._watch, args=(readers,), daemon=True).start()
+        return self
+
+    def _read(self, stream: Any, kind: str) -> None:
+        for line in stream:
+            self._queue.put((kind, line.rstrip("\n")))
+        stream.close()
+
+    def _watch(self, readers: list[threading.Thread]) -> None:
+        assert self._process is not None
+        code = self._process.wait()
+        for reader in readers:
+            reader.join()
+        self._queue.put(("exit", code))
+
+    def poll(self) -> bool:
+        """Deliver everything the process printed since the last call; True while it is still running."""
+        while True:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "exit":
+                self._finish(int(payload))
+            elif kind == "out" and (event := ProgressEvent.parse(payload)) is not None:
+                self.last_progress = event
+                if self.on_progress:
+                    self.on_progress(event)
+            else:
+                if kind == "err" and payload.strip():
+                    self.stderr_tail.append(payload)
+                if self.on_log and payload.strip():
+                    self.on_log(payload)
+        return self.state is RunState.RUNNING
+
+    def _finish(self, code: int) -> None:
+        self.returncode = code
+        if self._cancel_requested:
+            self.state = RunState.CANCELLED
+        else:
+            self.state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
+        if self.state is not RunState.SUCCEEDED:
+            self._remove_outputs()
+        if self.on_finished:
+            self.on_finished(self.state)
+
+    def cancel(self, timeout_s: float = 5.0) -> None:
+        """End the process and all its children (terminate, then kill what is left) within ``timeout_s``."""
+        import psutil
+
+        if self._process is None or self.state is not RunState.RUNNING:
+            return
+        self._cancel_requested = True
+        try:
+            parent = psutil.Process(self._process.pid)
+            tree = parent.children(recursive=True) + [parent]
+        except psutil.NoSuchProcess:
+            tree = []
+        for proc in tree:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(tree, timeout=timeout_s / 2)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=timeout_s / 2)
+        self._remove_outputs()
+
+    def _remove_outputs(self) -> None:
+        for path in self.outputs:
+            for leftover in [path, *partial_files(path)]:
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def wait_for_completion(self, timeout_s: float | None = None, interval_s: float = 0.05) -> RunState:
+        """Block (polling) until the run ends, for scripts and tests; cancels it if ``timeout_s`` passes."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                deadline = None
+            time.sleep(interval_s)
+        return self.state
+
+    def error_message(self) -> str:
+        """What went wrong, for an error dialog: the last stderr lines of a failed run."""
+        if self.state is not RunState.FAILED:
+            return ""
+        tail = "\n".join(list(self.stderr_tail)[-8:])
+        return f"{' '.join(self.args[:4])} ... exited with status {self.returncode}:\n{tail}"
