@@ -1,0 +1,153 @@
+"""The extension's files hang together: the .ui holds every widget the widget code uses and binds every
+parameter, CMake lists every file, the ExtensionsIndex entry follows the schema, icons are 128x128, the
+library stays Qt-free, and the self-test runs inside Slicer (skipped here: no Qt)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "VoCoSlicer"
+UI = MODULE / "Resources" / "UI" / "VoCoSlicer.ui"
+SOURCE = (MODULE / "VoCoSlicer.py").read_text()
+
+# parameter annotation -> widget classes that connectGui binds it to
+WIDGETS_FOR_TYPE = {"str": {"QComboBox"}, "bool": {"QCheckBox"}, "int": {"QSpinBox"}, "Path": {"ctkPathLineEdit"},
+                    "node": {"qMRMLNodeComboBox"}}
+
+
+def _ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ET.parse(UI).getroot().iter("widget")}
+
+
+def _parameters() -> dict[str, str]:
+    """Field name -> kind (str/bool/int/Path/node:<class>) of VoCoSlicerParameterNode, read from the source."""
+    tree = ast.parse(SOURCE)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VoCoSlicerParameterNode")
+    assert any(ast.unparse(d) == "parameterNodeWrapper" for d in cls.decorator_list)
+    fields = {}
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign):
+            text = ast.unparse(item.annotation)
+            match = re.search(r"slicer\.(vtkMRML\w+)", text)
+            fields[item.target.id] = f"node:{match.group(1)}" if match else \
+                next(k for k in ("str", "bool", "int", "Path") if re.search(rf"\b{k}\b", text))
+    return fields
+
+
+def test_ui_parses_and_holds_every_widget_the_code_uses():
+    widgets = _ui_widgets()
+    used = set(re.findall(r"self\.ui\.(\w+)", SOURCE))
+    assert len(used) > 20
+    assert sorted(used - set(widgets)) == []
+    root = ET.parse(UI).getroot()
+    assert root.find("widget").get("class") == "qMRMLWidget"
+    # every MRML widget gets the scene from the top-level widget
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    mrml = {n for n, w in widgets.items() if w.get("class") in ("qMRMLNodeComboBox", "qSlicerMarkupsPlaceWidget")}
+    assert mrml and mrml <= receivers
+
+
+def test_every_parameter_is_bound_to_a_fitting_widget():
+    fields = _parameters()
+    bound = {}
+    for name, widget in _ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.findtext("string")] = widget
+    assert sorted(bound) == sorted(fields)
+    for name, kind in fields.items():
+        widget = bound[name]
+        assert widget.get("class") in WIDGETS_FOR_TYPE[kind.split(":")[0]], (name, widget.get("class"))
+        if kind.startswith("node:"):
+            types = [s.text for p in widget.findall("property") if p.get("name") == "nodeTypes"
+                     for s in p.iter("string")]
+            assert types == [kind.split(":")[1]], name
+
+
+def test_module_cmake_lists_every_file():
+    cmake = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "VoCoSlicer")
+    listed = set(re.findall(r"^\s+([\w/]+\.(?:py|png|svg|ui|json|csv|txt))\s*$", cmake, re.M))
+    on_disk = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"}
+    assert on_disk == listed
+    assert "slicerMacroBuildScriptedModule" in cmake and "WITH_GENERIC_TESTS" in cmake
+    assert "slicer_add_python_unittest(SCRIPT VoCoSlicer.py)" in cmake
+
+
+def test_top_level_cmake_is_an_extension():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    order = ["cmake_minimum_required", "project(VoCoSlicer)", "EXTENSION_HOMEPAGE", "EXTENSION_DEPENDS",
+             "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(VoCoSlicer)",
+             "## NEXT_MODULE", "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"]
+    positions = [cmake.index(token) for token in order]
+    assert positions == sorted(positions)
+    values = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', cmake))
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert values.get(f"EXTENSION_{key}"), key
+    assert values["EXTENSION_DEPENDS"] == "PyTorch"
+    # the icon and screenshot URLs point at files of this repository
+    prefix = "https://raw.githubusercontent.com/vocoslicer/SlicerVoCo/main/"
+    for url in [values["EXTENSION_ICONURL"], *values["EXTENSION_SCREENSHOTURLS"].split()]:
+        assert url.startswith(prefix) and "?" not in url
+        assert (ROOT / url[len(prefix):]).is_file(), url
+
+
+def test_extensions_index_entry():
+    entry = json.loads((ROOT / "Resources" / "ExtensionsIndex" / "VoCoSlicer.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert re.search(r"slicer-extension-catalog-entry-schema-v1\.0\.[12]\.json", entry["$schema"])
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', cmake).group(1).split()
+    assert entry["build_dependencies"] == depends == ["PyTorch"]
+    assert 1 <= entry["tier"] <= 5 and entry["scm_revision"] == "main"
+
+
+def test_icons_are_128_pngs():
+    from PIL import Image
+
+    for path in (ROOT / "Resources" / "Icons" / "VoCoSlicer.png", MODULE / "Resources" / "Icons" / "VoCoSlicer.png"):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (128, 128)
+    shots = list((ROOT / "Resources" / "Screenshots").glob("*.png"))
+    assert shots
+    with Image.open(shots[0]) as image:
+        assert image.size[0] >= 800
+
+
+def test_library_is_qt_free_and_module_file_holds_the_slicer_classes():
+    forbidden = {"qt", "ctk", "PythonQt", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}
+    for path in (MODULE / "VoCoSlicerLib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) else []
+            assert not forbidden & set(names), (path.name, names)
+        assert len(path.read_text().splitlines()) < 400, path.name
+    tree = ast.parse(SOURCE)
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    bases = {name: [ast.unparse(b) for b in cls.bases] for name, cls in classes.items()}
+    assert bases["VoCoSlicer"] == ["ScriptedLoadableModule"]
+    assert bases["VoCoSlicerLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["VoCoSlicerTest"] == ["ScriptedLoadableModuleTest"]
+    tests = {f.name for f in classes["VoCoSlicerTest"].body if isinstance(f, ast.FunctionDef)}
+    assert {"setUp", "runTest", "test_grid_on_sample_ct", "test_segmentation_end_to_end"} <= tests
+    assert "tryWithErrorDisplay" in SOURCE and "connectGui(self.ui)" in SOURCE
+
+
+def test_self_test_in_slicer():
+    pytest.importorskip("qt", reason="the self-test needs the Slicer application (Qt); run it with Slicer --testing")
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from VoCoSlicer import VoCoSlicerTest
+
+    VoCoSlicerTest().runTest()
