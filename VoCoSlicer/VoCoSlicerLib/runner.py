@@ -10,6 +10,7 @@ import enum
 import json
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -92,8 +93,8 @@ def partial_files(path: Path) -> list[Path]:
 class BackgroundProcess:
     """A ``vococore`` subprocess whose stdout JSON progress and log lines reach callbacks when :meth:`poll` runs.
 
-    ``outputs`` are files the run creates: they must not exist beforehand, and after a cancel or failure neither
-    they nor their partial temporary files remain.
+    ``outputs`` are files or folders the run creates: they must not exist beforehand, and after a cancel or
+    failure neither they nor partial temporary files of vococore's atomic writer remain.
     """
 
     def __init__(self, args: Sequence[str], outputs: Sequence[str | os.PathLike] = (),
@@ -208,6 +209,8 @@ class BackgroundProcess:
 
     def _remove_outputs(self) -> None:
         for path in self.outputs:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
             for leftover in [path, *partial_files(path)]:
                 try:
                     leftover.unlink()

@@ -1,0 +1,176 @@
+"""VoCoSlicerLib.runner with real ``vococore`` subprocesses: progress lines reach the logic's callback, a failed
+run reports vococore's message, and cancel ends the whole process tree within 5 s leaving no output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
+
+from vococore.errors import VoCoError  # noqa: E402
+from VoCoSlicerLib.parameters import vococore_command  # noqa: E402
+from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState, partial_files  # noqa: E402
+
+
+def _has_command(name: str) -> bool:
+    from vococore.cli import COMMANDS
+
+    return name.replace("-", "_") in COMMANDS
+
+
+@contextlib.contextmanager
+def _cancelled_on_failure(process: BackgroundProcess):
+    """Never leave a test's subprocess running when an assertion fails."""
+    try:
+        yield
+    except BaseException:
+        process.cancel()
+        raise
+
+
+def _wait_for(condition, process: BackgroundProcess, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll(), f"the run ended early: {process.error_message()}"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.05)
+
+
+def test_progress_line_parsing():
+    line = ('{"event": "progress", "stage": "infer", "step": 30, "total": 120, "elapsed_s": 12.0, "eta_s": 30.0, '
+            '"metrics": {"loss": 0.25}}')
+    event = ProgressEvent.parse(line)
+    assert event.fraction == 0.25 and event.metrics == {"loss": 0.25}
+    assert event.describe() == "infer 30/120, about 30 s left"
+    assert event.metric_text("dice", "loss") == "0.25" and event.metric_text("dice") == "-"
+    assert ProgressEvent.parse("INFO vococore: reading CT") is None
+    assert ProgressEvent.parse('{"kind": "info"}') is None  # JSON, but not a progress record
+
+
+def test_failed_run_reports_vococore_error(tmp_path):
+    logs = []
+    process = BackgroundProcess([*vococore_command(), "info", str(tmp_path / "missing.nii.gz")], on_log=logs.append)
+    assert process.start().wait_for_completion(timeout_s=120) is RunState.FAILED
+    assert process.returncode == 2
+    assert "missing.nii.gz" in process.error_message()
+    assert any("missing.nii.gz" in line for line in logs)
+
+
+def test_refuses_to_overwrite_an_output(tmp_path):
+    existing = tmp_path / "result.seg.nrrd"
+    existing.write_text("the user's file")
+    with pytest.raises(VoCoError, match="output already exists"):
+        BackgroundProcess([*vococore_command(), "--version"], outputs=[existing]).start()
+    assert existing.read_text() == "the user's file"
+
+
+@pytest.fixture
+def voco_checkpoint(tmp_path):
+    """An untrained 'small' VoCo pretraining checkpoint, the model `vococore position` needs."""
+    import torch
+
+    from vococore.models.voco import VoCoModel
+    from vococore.pretext import default_backbone
+    from vococore.training.checkpoint import build_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = VoCoModel(default_backbone("small"), "small")
+    return save_checkpoint(tmp_path / "voco.pt", build_checkpoint(0, model, backbone=default_backbone("small"),
+                                                                  recipe=model.recipe))
+
+
+def test_cancel_kills_the_process_tree_within_5_s_and_leaves_no_output(tmp_path, sample, voco_checkpoint):
+    out = tmp_path / "report"
+    inner = " ".join([*vococore_command(), "position", "--model", str(voco_checkpoint), "--input",
+                      str(sample("TotalSegCTSmall")), "--random", "30", "--output", str(out)])
+    # a shell in front, as Slicer's PythonSlicer launcher is: the real work happens in a child process
+    process = BackgroundProcess(["/bin/sh", "-c", f"{inner}; echo finished"], outputs=[out]).start()
+    with _cancelled_on_failure(process):
+        _wait_for(lambda: (out / "positions.json").exists(), process)  # it is writing its outputs now
+    tree = psutil.Process(process.pid).children(recursive=True) + [psutil.Process(process.pid)]
+    assert len(tree) >= 2
+    start = time.monotonic()
+    process.cancel()
+    assert time.monotonic() - start < 5.0
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
+    assert process.wait_for_completion(timeout_s=10) is RunState.CANCELLED
+    assert not out.exists() and partial_files(out / "positions.json") == []
+
+
+@pytest.fixture
+def tiny_package(tmp_path):
+    """A real model package: untrained MONAI BasicUNet, 3 mm preprocessing, two labels."""
+    import torch
+
+    from vococore.io import LabelInfo
+    from vococore.models.backbones import BackboneSpec, build_segmenter
+    from vococore.package import ModelPackage, save_package
+    from vococore.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    spec = BackboneSpec(arch="cnn", feature_size=8)
+    package = ModelPackage(backbone=spec, labels=[LabelInfo(1, "organ", (1.0, 0.5, 0.0)),
+                                                  LabelInfo(2, "bone", (0.9, 0.9, 0.8))],
+                           preprocess=PreprocessConfig(spacing=(3.0, 3.0, 3.0), min_size=(32, 32, 32)),
+                           roi_size=(32, 32, 32), overlap=0.5)
+    return save_package(build_segmenter(spec, out_channels=3), package, tmp_path / "tiny.vocomodel")
+
+
+@pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")
+def test_segmentation_streams_progress_and_loads_the_result(mrml, sample, tmp_path, tiny_package):
+    from vococore.io import read_volume
+    from VoCoSlicerLib import nodes
+    from VoCoSlicerLib.logic import VoCoLogic
+    from VoCoSlicerLib.parameters import SegmentParameters
+
+    events, finished = [], []
+    logic = VoCoLogic(mrml.scene, work_dir=tmp_path, on_progress=events.append)
+    ct = read_volume(sample("TotalSegCTSmall"))
+    ct_node = nodes.node_from_volume(ct, mrml.scene, "CT")
+    process = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"),
+                                       on_finished=lambda state, node: finished.append((state, node)),
+                                       model_file=tiny_package)
+    with _cancelled_on_failure(process):
+        assert process.wait_for_completion(timeout_s=300) is RunState.SUCCEEDED, process.error_message()
+    assert events[0].event == "start" and events[-1].event == "end" and events[0].stage == "infer"
+    steps = [e.step for e in events]
+    assert steps == sorted(steps) and steps[-1] == events[-1].total
+    state, seg = finished[0]
+    assert state is RunState.SUCCEEDED and seg is logic.result_node and seg.GetName() == "CT VoCo"
+    segmentation = seg.GetSegmentation()
+    names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    assert names <= {"organ", "bone"} and names
+    # the result lies on the input's grid: its voxels read back through the CT geometry match the written file
+    written = read_volume(process.outputs[0])
+    assert written.same_grid(ct)
+    for name, value in (("organ", 1), ("bone", 2)):
+        if name in names:
+            np.testing.assert_array_equal(nodes.segment_voxels(seg, name, ct), written.array == value)
+
+
+@pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")
+def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, tiny_package):
+    from vococore.io import read_volume
+    from VoCoSlicerLib import nodes
+    from VoCoSlicerLib.logic import VoCoLogic
+    from VoCoSlicerLib.parameters import SegmentParameters
+
+    events = []
+    logic = VoCoLogic(mrml.scene, work_dir=tmp_path, on_progress=events.append)
+    ct_node = nodes.node_from_volume(read_volume(sample("TotalSegCT")), mrml.scene, "CT")
+    process = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"), model_file=tiny_package)
+    with _cancelled_on_failure(process):
+        _wait_for(lambda: bool(events), process)
+    start = time.monotonic()
+    logic.cancel()
+    assert time.monotonic() - start < 5.0
+    assert process.wait_for_completion(timeout_s=10) is RunState.CANCELLED
+    output = process.outputs[0]
+    assert not output.exists() and partial_files(output) == [] and logic.result_node is None
