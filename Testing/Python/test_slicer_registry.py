@@ -90,3 +90,42 @@ def test_import_model_copies_verifies_and_lists(tmp_path):
         again.import_model(source, "Mine")
     with pytest.raises(VoCoError, match="model file not found"):
         again.import_model(tmp_path / "nope.pt", "Other")
+
+
+def test_official_checkpoint_becomes_a_model_package(tmp_path):
+    """An official-layout checkpoint ('state_dict' wrapper, 'module.' prefix) is packaged once with the list's
+    architecture, preprocessing and labels; the package's weights equal the checkpoint's."""
+    import torch
+    from monai.networks.nets import SwinUNETR
+
+    from vococore.package import load_package, read_package_info
+    from VoCoSlicerLib.convert import package_path
+    from VoCoSlicerLib.logic import VoCoLogic
+
+    torch.manual_seed(0)
+    net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, use_v2=True)
+    served = tmp_path / "server" / "Tiny.pt"
+    served.parent.mkdir()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, served)
+    data = json.loads(MODELS_JSON.read_text())
+    entry = dict(data["models"][0], id="Tiny", filename="Tiny.pt", url=served.as_uri(), sha256=None, size=None,
+                 labels={"1": "liver", "2": "spleen"})
+    entry["architecture"] = dict(entry["architecture"], feature_size=12, out_channels=3)
+    data["models"] = [entry]
+    (tmp_path / "models.json").write_text(json.dumps(data))
+    registry = ModelRegistry(tmp_path / "models.json", cache_dir=tmp_path / "cache")
+    logic = VoCoLogic(scene=None, registry=registry, work_dir=tmp_path)
+    assert logic.model_path("Tiny") is None  # not downloaded yet
+    registry.download(registry.get("Tiny"))
+    path = logic.model_path("Tiny")
+    assert path == package_path(registry, registry.get("Tiny")) and path.is_file()
+    info = read_package_info(path)
+    assert [(li.value, li.name) for li in info.labels] == [(1, "liver"), (2, "spleen")]
+    assert info.preprocess.spacing == (1.5, 1.5, 1.5) and info.roi_size == (96, 96, 96) and info.overlap == 0.75
+    assert info.backbone.legacy_merging is True and info.extra["load_report"]["fraction"] == 1.0
+    assert info.extra["source_sha256"] == sha256_of(served)
+    model, _ = load_package(path)
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    stamp = path.stat().st_mtime_ns
+    assert logic.model_path("Tiny") == path and path.stat().st_mtime_ns == stamp  # converted once

@@ -12,7 +12,7 @@ import numpy as np
 
 from vococore.errors import VoCoError
 
-from VoCoSlicerLib import device, grid, nodes, position
+from VoCoSlicerLib import convert, device, grid, nodes, position
 from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
 from VoCoSlicerLib.registry import ModelRegistry
 from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState
@@ -38,8 +38,14 @@ class VoCoLogic:
 
     # --- segmentation -------------------------------------------------------------------------------------------
     def model_path(self, model_id: str) -> Path | None:
-        """The verified local file of a model, or None when it still needs downloading."""
-        return self.registry.local_path(self.registry.get(model_id))
+        """The model package to run, converting a downloaded official checkpoint on first use; None when the
+        model still needs downloading."""
+        entry = self.registry.get(model_id)
+        weights = self.registry.local_path(entry)
+        if weights is None or weights.name.endswith(".vocomodel"):
+            return weights
+        package = convert.package_path(self.registry, entry)
+        return package if package.is_file() else convert.package_official_model(entry, weights, package)
 
     def start_segmentation(self, volume_node: Any, params: SegmentParameters,
                            on_finished: Callable[[RunState, Any], None] | None = None,
