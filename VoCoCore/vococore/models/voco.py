@@ -47,6 +47,10 @@ class VoCoModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.recipe = get_recipe(recipe)
+        size, unit = self.recipe.input_size, spec.min_input
+        if size % unit or size < 2 * unit:  # at one unit the deepest stage is 1 voxel and InstanceNorm fails
+            raise VoCoError(f"recipe {self.recipe.name!r} feeds {size}³ crops, but the {spec.arch} backbone needs a "
+                            f"multiple of {unit} of at least {2 * unit}")
         dims = (spec.feature_dim, self.recipe.projector_hidden, self.recipe.projector_out)
         if self.recipe.layout == "shared":
             self.backbone = build_encoder(spec)
