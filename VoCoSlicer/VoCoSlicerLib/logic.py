@@ -32,6 +32,7 @@ class VoCoLogic:
         self.registry = registry or ModelRegistry()
         self.python = python
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="VoCoSlicer-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.on_progress, self.on_log = on_progress, on_log
         self.process: BackgroundProcess | None = None
         self.result_node: Any = None
