@@ -165,16 +165,25 @@ def plot_subvolume(result: PositionResult, index: int, path: str | os.PathLike, 
     plt.close(fig)
 
 
+def report_paths(output_dir: str | os.PathLike, count: int, overwrite: bool = False) -> list[Path]:
+    """The files a report of ``count`` sub-volumes writes (``positions.json``, ``position_NNN.png``); raises
+    VoCoError for any that exists unless ``overwrite``, so callers can refuse before any work."""
+    from vococore.atomic import check_writable
+
+    out = Path(output_dir)
+    paths = [out / "positions.json"] + [out / f"position_{k:03d}.png" for k in range(count)]
+    for path in paths:
+        check_writable(path, overwrite)
+    return paths
+
+
 def write_position_report(result: PositionResult, output_dir: str | os.PathLike, overwrite: bool = False,
                           extra: dict[str, Any] | None = None) -> list[Path]:
     """Write ``positions.json`` and one ``position_NNN.png`` per sub-volume into ``output_dir`` (atomically;
     existing files are only replaced with ``overwrite``). ``extra`` is merged into the JSON (e.g. the inputs)."""
-    from vococore.atomic import atomic_path, check_writable
+    from vococore.atomic import atomic_path
 
-    out = Path(output_dir)
-    paths = [out / "positions.json"] + [out / f"position_{k:03d}.png" for k in range(len(result.subvolumes))]
-    for path in paths:  # refuse before writing anything
-        check_writable(path, overwrite)
+    paths = report_paths(output_dir, len(result.subvolumes), overwrite)  # refuse before writing anything
     with atomic_path(paths[0], overwrite=overwrite) as tmp:
         Path(tmp).write_text(json.dumps({**(extra or {}), **result.as_dict()}, indent=1))
     for k, path in enumerate(paths[1:]):

@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vococore.io import read_volume
     from vococore.models.voco import load_voco_model
-    from vococore.position import predict_positions, write_position_report
+    from vococore.position import predict_positions, report_paths, write_position_report
 
+    report_paths(args.output, len(args.point) + max(args.random, 0), args.overwrite)  # refuse before any work
     model = load_voco_model(args.model)
     volume = read_volume(args.input)
     result = predict_positions(model, volume, points_ras=np.array(args.point, dtype=np.float64).reshape(-1, 3),
