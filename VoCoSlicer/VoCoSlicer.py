@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import qt
 import slicer
@@ -25,10 +25,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+# Only modules that load without vococore/MONAI are imported here, so the module can offer to install them.
 from VoCoSlicerLib import install
-from VoCoSlicerLib.logic import VoCoLogic
 from VoCoSlicerLib.parameters import DEVICES, RECIPES, FinetuneParameters, PretrainParameters, SegmentParameters
 from VoCoSlicerLib.runner import ProgressEvent, RunState
+
+if TYPE_CHECKING:
+    from VoCoSlicerLib.logic import VoCoLogic
 
 POLL_MS = 200
 
@@ -77,10 +80,23 @@ def pythonSlicer() -> str:
     return shutil.which("PythonSlicer") or os.path.join(slicer.app.slicerHome, "bin", "PythonSlicer")
 
 
+def confirmInstall(text: str) -> bool:
+    """The one confirmation before installing packages (declined automatically in testing mode)."""
+    return not slicer.app.testingEnabled() and slicer.util.confirmOkCancelDisplay(text)
+
+
+def pathText(path: Path | None) -> str:
+    """A path parameter as text; an empty path line edit reads back as '.', which means 'not set'."""
+    text = str(path or "")
+    return "" if text == "." else text
+
+
 class VoCoSlicerLogic(ScriptedLoadableModuleLogic):
     """Slicer-facing logic: the parameter node, and a :class:`VoCoLogic` that does the work (injectable)."""
 
     def __init__(self, core: VoCoLogic | None = None) -> None:
+        from VoCoSlicerLib.logic import VoCoLogic
+
         ScriptedLoadableModuleLogic.__init__(self)
         self.core = core or VoCoLogic(slicer.mrmlScene, python=pythonSlicer(),
                                       work_dir=Path(slicer.util.tempDirectory()))
@@ -92,11 +108,11 @@ class VoCoSlicerLogic(ScriptedLoadableModuleLogic):
         return SegmentParameters(model=p.model, device=p.device)
 
     def pretrainParameters(self, p: VoCoSlicerParameterNode) -> PretrainParameters:
-        return PretrainParameters(data=str(p.pretrainData or ""), output_dir=str(p.pretrainOutput or ""),
+        return PretrainParameters(data=pathText(p.pretrainData), output_dir=pathText(p.pretrainOutput),
                                   recipe=p.recipe, steps=p.pretrainSteps, device=p.device, resume=p.resume)
 
     def finetuneParameters(self, p: VoCoSlicerParameterNode) -> FinetuneParameters:
-        return FinetuneParameters(weights=str(p.finetuneWeights or ""), output_dir=str(p.finetuneOutput or ""),
+        return FinetuneParameters(weights=pathText(p.finetuneWeights), output_dir=pathText(p.finetuneOutput),
                                   steps=p.finetuneSteps, device=p.device, resume=p.resume)
 
     def ensureModel(self, modelId: str) -> Path:
@@ -134,15 +150,22 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = self.logic or VoCoSlicerLogic()
+        if self.logic is None:
+            with slicer.util.tryWithErrorDisplay(_("Failed to install VoCoSlicer's Python packages.")):
+                if install.ensure_installed(confirmInstall):
+                    self.logic = VoCoSlicerLogic()
+            if self.logic is None:
+                self.ui.segmentEstimateLabel.text = _("VoCoSlicer needs MONAI and vococore: reopen the module "
+                                                      "to install them.")
+                uiWidget.enabled = False
+                return
+        self._progressBar = self.ui.progressBar
         self.logic.core.on_progress = self.onProgress
         self.logic.core.on_log = lambda line: print(f"[VoCo] {line}")
+        # the model list grows when the user imports a model, so this combo box is synced by hand, not bound
         for entry in self.logic.core.registry.entries():
             self.ui.modelComboBox.addItem(entry.id)
-        for device in DEVICES:
-            self.ui.deviceComboBox.addItem(device)
-        for recipe in RECIPES:
-            self.ui.recipeComboBox.addItem(recipe)
+        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelSelected)
         self.ui.progressBar.setVisible(False)
         self.ui.trainProgressBar.setVisible(False)
 
@@ -155,17 +178,20 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showGridCheckBox.connect("toggled(bool)", self.onShowGrid)
         self.ui.predictButton.connect("clicked(bool)", self.onPredict)
         self.ui.startTrainButton.connect("clicked(bool)", self.onStartTraining)
+        self.ui.trainTabWidget.connect("currentChanged(int)", lambda index: self.updateButtons())
         self.ui.targetPointSelector.connect("currentNodeChanged(vtkMRMLNode*)",
                                            self.ui.placePointWidget.setCurrentNode)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.logic.core.cancel()
+        if self.logic is not None:
+            self.logic.core.cancel()
         self._timer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -196,9 +222,17 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
             self.updateButtons()
 
+    def onModelSelected(self, modelId: str) -> None:
+        if self._parameterNode and modelId:
+            self._parameterNode.model = modelId
+
     def updateButtons(self, caller=None, event=None) -> None:
         """Enable actions whose parameters are valid; the reason for a disabled one is its tooltip."""
         p = self._parameterNode
+        if self.ui.modelComboBox.currentText != p.model:
+            wasBlocked = self.ui.modelComboBox.blockSignals(True)
+            self.ui.modelComboBox.setCurrentText(p.model)
+            self.ui.modelComboBox.blockSignals(wasBlocked)
         running = self.logic.core.process is not None and self.logic.core.process.state is RunState.RUNNING
         volume = p.inputVolume.GetName() if p.inputVolume else None
         valid = self.logic.segmentParameters(p).validate(volume, None)
@@ -208,7 +242,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelTrainButton.enabled = running
         self.ui.predictButton.enabled = bool(p.inputVolume and p.targetPoint) and not running
         pretrain = self.logic.pretrainParameters(p).validate()
-        finetuneReady = bool(p.finetuneVolume and p.finetuneSegmentation and str(p.finetuneOutput or ""))
+        finetuneReady = bool(p.finetuneVolume and p.finetuneSegmentation and pathText(p.finetuneOutput))
         onPretrainTab = self.ui.trainTabWidget.currentIndex == 0
         self.ui.startTrainButton.enabled = not running and (bool(pretrain) if onPretrainTab else finetuneReady)
         self.ui.startTrainButton.toolTip = pretrain.reason if onPretrainTab else ""
@@ -219,8 +253,6 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start segmentation."), waitCursor=True):
-            if not install.ensure_installed(lambda text: slicer.util.confirmOkCancelDisplay(text)):
-                return
             p = self._parameterNode
             self.logic.ensureModel(p.model)
             self.logic.core.start_segmentation(p.inputVolume, self.logic.segmentParameters(p),
@@ -234,8 +266,6 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onStartTraining(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            if not install.ensure_installed(lambda text: slicer.util.confirmOkCancelDisplay(text)):
-                return
             p = self._parameterNode
             if self.ui.trainTabWidget.currentIndex == 0:
                 self.logic.core.start_pretraining(self.logic.pretrainParameters(p), on_finished=self.onRunFinished)
@@ -300,7 +330,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise ValueError(_("Place the target point first."))
             point = [0.0, 0.0, 0.0]
             p.targetPoint.GetNthControlPointPositionWorld(0, point)
-            model = self.logic.core.load_position_model(str(p.positionCheckpoint or "") or None, p.recipe)
+            model = self.logic.core.load_position_model(pathText(p.positionCheckpoint) or None, p.recipe)
             table, chart, result = self.logic.core.predict_positions(p.inputVolume, point, model)
             slicer.modules.plots.logic().ShowChartInLayout(chart)
             self.ui.positionLabel.text = _("Predicted and true overlaps are in table '{name}'.").format(

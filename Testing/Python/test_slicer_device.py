@@ -62,3 +62,18 @@ def test_estimates_reproduce_the_measurements():
 def test_format_duration():
     assert [device.format_duration(s) for s in (12, 600, 5 * 3600, 5 * 86400)] == \
         ["12 s", "10 min", "5.0 h", "5.0 days"]
+
+
+def test_logic_estimates_use_the_node_grid(mrml, sample, tmp_path):
+    from vococore.io import read_volume
+    from VoCoSlicerLib import nodes
+    from VoCoSlicerLib.logic import VoCoLogic
+
+    volume = read_volume(sample("TotalSegCT"))
+    node = nodes.node_from_volume(volume, mrml.scene, "CT")
+    logic = VoCoLogic(mrml.scene, work_dir=tmp_path)
+    seconds = device.estimate_inference_s(volume.shape, volume.spacing)
+    assert logic.segmentation_estimate(node).startswith(f"about {device.format_duration(seconds)} ")
+    # v2: 2 volumes x (9 bases + 2 targets) crops of 64^3 per step with the fs-48 Swin backbone
+    seconds = device.estimate_training_s(100, 22, (64, 64, 64), 48)
+    assert logic.training_estimate(100, "v2").startswith(f"about {device.format_duration(seconds)} ")

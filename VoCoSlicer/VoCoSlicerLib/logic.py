@@ -83,9 +83,13 @@ class VoCoLogic:
         return self._start(command, [output], finished)
 
     def segmentation_estimate(self, volume_node: Any, feature_size: int = 48) -> str:
-        """'about N min on this CPU' for segmenting ``volume_node`` (from measured per-voxel rates)."""
-        volume = nodes.volume_from_node(volume_node)
-        seconds = device.estimate_inference_s(volume.shape, volume.spacing, feature_size=feature_size)
+        """'about N min on this CPU' for segmenting ``volume_node`` (from measured per-voxel rates; reads only the
+        grid size and spacing, not the voxels)."""
+        image = volume_node.GetImageData()
+        if image is None:
+            return ""
+        seconds = device.estimate_inference_s(image.GetDimensions(), volume_node.GetSpacing(),
+                                              feature_size=feature_size)
         return f"about {device.format_duration(seconds)} on this computer's CPU (rough; GPU: seconds)"
 
     # --- see what VoCo sees ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 (or :meth:`BackgroundProcess.wait_for_completion` in scripts and tests); cancel ends the whole process tree.
 
 No Qt here: the widget calls :meth:`BackgroundProcess.poll` from a QTimer, so callbacks run on the GUI thread.
+Importable before vococore is installed (the module file imports it at load time).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from vococore.errors import VoCoError
 
 from VoCoSlicerLib.device import format_duration
 
@@ -121,6 +120,8 @@ class BackgroundProcess:
 
     def start(self) -> "BackgroundProcess":
         """Launch the command; refuses when an output file already exists (it would be overwritten)."""
+        from vococore.errors import VoCoError
+
         if self.state is not RunState.NOT_STARTED:
             raise VoCoError(f"this run was already started ({self.state.value})")
         for path in self.outputs:
