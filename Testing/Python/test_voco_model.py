@@ -215,7 +215,7 @@ def test_too_small_input_is_a_clear_error():
 
 
 def test_short_training_lowers_the_loss():
-    """Eight AdamW steps on one fixed one-volume batch reduce the total loss: the parts are differentiable end to end."""
+    """Eight AdamW steps on one fixed one-volume batch reduce the total loss (differentiable end to end)."""
     torch.manual_seed(7)
     recipe = dataclasses.replace(SMALL, embedding_row_dropout=0.0)
     model = VoCoModel(CNN, recipe).train()
