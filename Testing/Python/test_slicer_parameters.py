@@ -63,12 +63,28 @@ def test_pretrain_validation_and_config(tmp_path, sample):
     assert "Unknown recipe" in PretrainParameters(str(data), str(tmp_path / "x"), recipe="v3").validate().reason
 
 
-def test_finetune_validation(tmp_path):
+def test_finetune_validation_and_config(tmp_path):
+    import json
+
+    import yaml
+
+    from vococore.finetune import load_finetune_config
+
     image, label = tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz"
-    params = FinetuneParameters(pairs=[(str(image), str(label))], output_dir=str(tmp_path / "ft"))
+    params = FinetuneParameters(pairs=[(str(image), str(label))], classes=["liver", "spleen"],
+                                colors={"liver": (0.8, 0.4, 0.2)}, output_dir=str(tmp_path / "ft"), steps=20)
     assert "Missing training file" in params.validate().reason
     image.write_bytes(b"")
     label.write_bytes(b"")
     assert params.validate()
     assert FinetuneParameters(output_dir="x").validate().reason == "Add at least one CT volume with its segmentation."
-    assert params.config()["data"]["training"] == [{"image": str(image), "label": str(label)}]
+    assert "no segments" in FinetuneParameters(pairs=params.pairs, output_dir="x").validate().reason
+    table = tmp_path / "labels.json"
+    table.write_text(json.dumps(params.label_table()))
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(params.config(table)))
+    config = load_finetune_config(path)  # vococore's own reader accepts every key
+    assert config.data.images == [str(image)] and config.data.labels == [str(label)]
+    assert config.data.classes == ["liver", "spleen"] and config.data.colors == {"liver": [0.8, 0.4, 0.2]}
+    assert json.loads(table.read_text()) == {"1": "liver", "2": "spleen"}
+    assert config.train.steps == 20 and config.output_dir == str(tmp_path / "ft") and config.pretrained is None

@@ -56,3 +56,39 @@ def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
         process.cancel()
     steps = [e.step for e in events if e.stage == "pretrain" and e.event == "progress"]
     assert steps == [3]  # continued after step 2, did not start over
+
+
+def test_finetune_exports_pairs_with_consistent_label_values(mrml, sample, tmp_path):
+    """Segments are matched by name across cases; the exported label files and the config say the same."""
+    import json
+
+    import numpy as np
+    import yaml
+
+    from vococore.io import LabelInfo, read_volume
+    from VoCoSlicerLib import nodes
+    from VoCoSlicerLib.parameters import FinetuneParameters
+
+    ct = read_volume(sample("TotalSegCTSmall"))
+    first, second = np.zeros(ct.shape, np.uint8), np.zeros(ct.shape, np.uint8)
+    first[10:30, 10:30, 2:10], first[50:70, 50:70, 5:20] = 1, 2
+    second[20:40, 20:40, 2:10] = 1
+    pairs = []
+    for labels, info in ((first, [LabelInfo(1, "liver", (0.8, 0.4, 0.2)), LabelInfo(2, "spleen", (0.2, 0.4, 0.8))]),
+                         (second, [LabelInfo(1, "spleen", (0.2, 0.4, 0.8))])):
+        node = nodes.node_from_volume(ct, mrml.scene, "CT")
+        pairs.append((node, nodes.segmentation_from_labelmap(labels, ct, info, mrml.scene, "truth", node)))
+    logic = VoCoLogic(mrml.scene, work_dir=tmp_path)
+    params = FinetuneParameters(output_dir=str(tmp_path / "ft"), steps=1, device="cpu")
+    process = logic.start_finetuning(pairs, params)
+    process.cancel()  # only the export is checked here
+    process.wait_for_completion(timeout_s=30)
+    assert params.classes == ["liver", "spleen"]
+    config = yaml.safe_load(Path(process.args[process.args.index("--config") + 1]).read_text())
+    assert config["data"]["classes"] == ["liver", "spleen"]
+    assert json.loads(Path(config["data"]["label_table"]).read_text()) == {"1": "liver", "2": "spleen"}
+    exported = [read_volume(p) for p in config["data"]["labels"]]
+    assert all(e.same_grid(ct) for e in exported)
+    np.testing.assert_array_equal(exported[0].array, first)
+    np.testing.assert_array_equal(exported[1].array, np.where(second == 1, 2, 0))  # spleen is 2 in every case
+    np.testing.assert_array_equal(read_volume(config["data"]["images"][1]).array, ct.array)

@@ -137,22 +137,36 @@ class VoCoLogic:
 
     def start_finetuning(self, pairs: Sequence[tuple[Any, Any]], params: FinetuneParameters,
                          on_finished: Callable[[RunState], None] | None = None) -> BackgroundProcess:
-        """Export each (volume node, segmentation node) pair to files and start ``vococore finetune``."""
+        """Export each (volume node, segmentation node) pair to files and start ``vococore finetune``.
+
+        Segments are matched across pairs by name; their order in the first segmentation sets the label values.
+        """
+        import json
+
         from vococore.io import write_labelmap, write_volume
 
         export_dir = Path(tempfile.mkdtemp(prefix="finetune-data-", dir=self.work_dir))
-        files = []
+        files, classes, colors = [], [], {}
         for index, (volume_node, segmentation_node) in enumerate(pairs):
             volume = nodes.volume_from_node(volume_node)
             labels, info = nodes.labelmap_from_segmentation(segmentation_node, volume)
+            for entry in info:
+                if entry.name not in classes:
+                    classes.append(entry.name)
+                    colors[entry.name] = entry.color
+            relabelled = np.zeros_like(labels, dtype=np.uint8)
+            for entry in info:
+                relabelled[labels == entry.value] = classes.index(entry.name) + 1
             image = write_volume(volume, export_dir / f"case{index:03d}_image.nii.gz")
-            label = write_labelmap(labels, volume, export_dir / f"case{index:03d}_label.nii.gz", info)
+            label = write_labelmap(relabelled, volume, export_dir / f"case{index:03d}_label.nii.gz")
             files.append((str(image), str(label)))
-        params.pairs = files
+        params.pairs, params.classes, params.colors = files, classes, colors
         valid = params.validate()
         if not valid:
             raise VoCoError(valid.reason)
-        config = self._write_config(params.config(), "finetune")
+        table = export_dir / "labels.json"
+        table.write_text(json.dumps(params.label_table()))
+        config = self._write_config(params.config(table), "finetune")
         return self._start(params.command(config, python=self.python), [], on_finished)
 
     def training_estimate(self, steps: int, recipe: str) -> str:

@@ -103,9 +103,14 @@ class PretrainParameters:
 
 @dataclass
 class FinetuneParameters:
-    """Fine-tune a segmentation network from pretrained weights on image/label file pairs (``vococore finetune``)."""
+    """Fine-tune a segmentation network from pretrained weights on image/label file pairs (``vococore finetune``).
+
+    ``classes`` names the label values 1..N of the label files, in order; ``colors`` maps names to RGB 0..1.
+    """
 
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     weights: str = ""
     output_dir: str = ""
     steps: int = 500
@@ -119,6 +124,7 @@ class FinetuneParameters:
         return _first_problem([
             (bool(self.pairs), "Add at least one CT volume with its segmentation."),
             (not missing, f"Missing training file(s): {', '.join(missing[:3])}."),
+            (bool(self.classes), "The segmentation has no segments to learn."),
             (not self.weights or Path(self.weights).is_file(), f"Pretrained weights {self.weights} not found."),
             (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
             (self.steps >= 1, "Steps must be at least 1."),
@@ -128,11 +134,18 @@ class FinetuneParameters:
                                                "another folder."),
         ])
 
-    def config(self) -> dict[str, Any]:
-        """The YAML config contents of ``vococore finetune``."""
-        return {"data": {"training": [{"image": i, "label": lab} for i, lab in self.pairs]},
-                "weights": self.weights or None, "output_dir": self.output_dir, "device": self.device,
-                "loop": {"steps": self.steps}}
+    def label_table(self) -> dict[str, str]:
+        """The ``{value: name}`` JSON contents that tell vococore what the label values mean."""
+        return {str(value): name for value, name in enumerate(self.classes, start=1)}
+
+    def config(self, label_table_path: Path) -> dict[str, Any]:
+        """The YAML config contents of ``vococore finetune`` (``vococore.finetune.FinetuneConfig``)."""
+        return {"output_dir": self.output_dir, "pretrained": self.weights or None, "device": self.device,
+                "data": {"images": [image for image, _ in self.pairs], "labels": [label for _, label in self.pairs],
+                         "label_table": str(label_table_path), "classes": list(self.classes),
+                         "colors": {name: list(rgb) for name, rgb in self.colors.items()}},
+                "train": {"steps": self.steps, "val_every": max(1, min(100, self.steps)),
+                          "checkpoint_every": max(1, min(100, self.steps))}}
 
     def command(self, config_path: Path, python: str | None = None) -> list[str]:
         """``vococore finetune`` with JSON progress."""
