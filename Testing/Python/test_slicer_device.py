@@ -59,6 +59,12 @@ def test_estimates_reproduce_the_measurements():
     assert device.estimate_training_s(10, 11, feature_size=48, threads=2) == pytest.approx(10 * 11 * 8.48)
 
 
+def test_memory_estimate_grows_with_model_and_window():
+    base = device.inference_memory_gb(48)
+    assert base == pytest.approx(0.288 + 2.7)
+    assert device.inference_memory_gb(96) > 2 * base - 0.1 and device.inference_memory_gb(48, (64, 64, 64)) < base
+
+
 def test_format_duration():
     assert [device.format_duration(s) for s in (12, 600, 5 * 3600, 5 * 86400)] == \
         ["12 s", "10 min", "5.0 h", "5.0 days"]

@@ -90,6 +90,14 @@ def _rate(table: dict[int, float], feature_size: int, threads: int | None) -> fl
     return rate * MEASURED_THREADS / max(threads, 1)
 
 
+def inference_memory_gb(feature_size: int, roi: Sequence[int] = (96, 96, 96)) -> float:
+    """Rough GPU memory (GB) of SwinUNETR sliding-window inference: fp32 weights (72M parameters at feature
+    size 48, growing with its square) plus activations of one window, scaled from the 3.5 GB peak measured for
+    feature size 48 at 96^3 (of which about 0.5 GB was the Python process itself)."""
+    weights = 72e6 * 4 * (feature_size / 48) ** 2 / 1e9
+    return weights + 2.7 * (feature_size / 48) * math.prod(roi) / 96**3
+
+
 def window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     """Number of sliding windows MONAI uses to cover ``shape`` with windows ``roi`` at ``overlap``."""
     count = 1

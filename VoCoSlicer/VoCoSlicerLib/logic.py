@@ -63,7 +63,11 @@ class VoCoLogic:
         if model_path is None:
             raise VoCoError(f"model {params.model!r} is not downloaded yet")
         volume = nodes.volume_from_node(volume_node)
-        check = device.check_device(params.device, required_gb=4.0)
+        from vococore.package import read_package_info
+
+        package = read_package_info(model_path)
+        check = device.check_device(params.device, device.inference_memory_gb(int(package.backbone.feature_size),
+                                                                              package.roi_size))
         if not check.ok:
             raise VoCoError(check.reason)
         run_dir = Path(tempfile.mkdtemp(prefix="segment-", dir=self.work_dir))
@@ -174,8 +178,7 @@ class VoCoLogic:
         from vococore.pretext import default_backbone, get_recipe
 
         r = get_recipe(recipe)
-        backbone = default_backbone(recipe)
-        size = backbone.feature_size if isinstance(backbone.feature_size, int) else 48
+        size = int(default_backbone(recipe).feature_size)
         seconds = device.estimate_training_s(steps, 2 * (r.num_bases + r.num_targets), (r.input_size,) * 3, size)
         return f"about {device.format_duration(seconds)} on this computer's CPU; a GPU is far faster"
 
