@@ -99,6 +99,7 @@ def test_recipe_numbers_and_validation():
             v1.region_mode, v1.shift_prob) == ((384, 384, 96), 4, 96, 64, "square", 2048, "resize", 0.1)
     assert v1.crop_resized and not v2.crop_resized and v2.ema_momentum == v1.ema_momentum == 0.9
     assert small.preprocess_config().spacing == (3.0, 3.0, 3.0)
+    assert dataclasses.replace(RECIPES["v2-resize"], name="v2", region_mode="crop") == v2
     assert get_recipe({**dataclasses.asdict(v2)}) == v2
     with pytest.raises(VoCoError, match="target centres"):
         dataclasses.replace(v2, target_center_range=(20, 160))

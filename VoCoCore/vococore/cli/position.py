@@ -9,7 +9,10 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("position", help="predict where sub-volumes sit in the VoCo base-crop grid (JSON + PNG)")
+    p = sub.add_parser("position", help="predict where sub-volumes sit in the VoCo base-crop grid (JSON + PNG)",
+                       description="For each sub-volume, the model's predicted overlap with every base crop (the "
+                       "ReLU-cosine logits of training, each in [0, 1], not normalised to sum to 1) beside the true "
+                       "overlap from the geometry.")
     p.add_argument("--model", required=True, help="VoCo pretraining checkpoint (keys model, backbone, recipe)")
     p.add_argument("--input", required=True, help="CT file or DICOM folder")
     p.add_argument("--point", nargs=3, type=float, action="append", metavar=("R", "A", "S"), default=[],

@@ -1,7 +1,8 @@
 """The VoCo recipes: every number of the pretext task, heads and losses (voco-spec sections 1.1-1.4 and 2).
 
-``v2`` is the default (Large-Scale-Medical Self-supervised), ``v1`` the CVPR 2024 code, ``small`` a CPU preset that
-runs the same code path on a cheap CNN backbone for tests and demos. A recipe is a frozen dataclass, so configs can
+``v2`` is the default (Large-Scale-Medical Self-supervised; ``v2-resize`` its variant for unlabeled data that resizes
+the whole volume to the region), ``v1`` the CVPR 2024 code, ``small`` a CPU preset that runs the same code path on a
+cheap CNN backbone for tests and demos. A recipe is a frozen dataclass, so configs can
 name one (``recipe: v2``) or spell it out field by field (``vococore.config.from_dict(Recipe, data)``).
 """
 
@@ -119,6 +120,13 @@ RECIPES: dict[str, Recipe] = {
                  region_mode="resize", negative_loss="square", layout="twin", projector_hidden=2048,
                  projector_out=2048, loss_parts=("pos", "neg", "reg"), embedding_row_dropout=0.0,
                  shift_prob=0.1),
+    # v2 for unlabeled abdomen / head-neck / TotalSegmentator / colon data: the whole foreground volume is resized
+    # to the region instead of cropped (voco-spec 1.1). Aligned corners are assumed, as in the v1 code.
+    "v2-resize": Recipe(name="v2-resize", region_size=(192, 192, 64), grid=3, base_size=64, target_size=64,
+                        input_size=64, num_targets=2, target_center_range=(32, 160), target_center_z=32,
+                        preprocess="abdomen", region_mode="resize", negative_loss="log", layout="shared",
+                        projector_hidden=1024, projector_out=1024, loss_parts=("intra", "inter", "reg"),
+                        embedding_row_dropout=0.2, shift_prob=0.5),
     "small": Recipe(name="small", region_size=(96, 96, 32), grid=3, base_size=32, target_size=32, input_size=32,
                     num_targets=2, target_center_range=(16, 80), target_center_z=16, preprocess="abdomen-3mm",
                     region_mode="crop", negative_loss="log", layout="shared", projector_hidden=128,
@@ -130,6 +138,7 @@ RECIPES: dict[str, Recipe] = {
 DEFAULT_BACKBONES: dict[str, BackboneSpec] = {
     "v2": BackboneSpec(arch="swin", feature_size=48, legacy_merging=True),
     "v1": BackboneSpec(arch="swin", feature_size=48, legacy_merging=True),
+    "v2-resize": BackboneSpec(arch="swin", feature_size=48, legacy_merging=True),
     "small": BackboneSpec(arch="cnn", feature_size=8),
 }
 
