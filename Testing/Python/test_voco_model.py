@@ -193,6 +193,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     torch.save({"model": VoCoModel(CNN, SMALL_V1).state_dict(), "backbone": to_dict(CNN),
                 "recipe": to_dict(SMALL_V1)}, tmp_path / "v1.pt")
     assert load_voco_model(tmp_path / "v1.pt").recipe == SMALL_V1
+    # Saved from a DDP wrapper: the "module." prefix is dropped.
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "backbone": to_dict(spec),
+                "recipe": "small"}, tmp_path / "ddp.pt")
+    assert torch.equal(load_voco_model(tmp_path / "ddp.pt").student.layer1[0].weight, model.student.layer1[0].weight)
 
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
@@ -205,6 +209,9 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     torch.save({"model": model.state_dict(), "backbone": to_dict(CNN), "recipe": "small"}, tmp_path / "wrong.pt")
     with pytest.raises(VoCoError, match="do not fit|do not match"):
         load_voco_model(tmp_path / "wrong.pt")
+    torch.save({"model": model.state_dict(), "backbone": to_dict(spec), "recipe": None}, tmp_path / "finetune.pt")
+    with pytest.raises(VoCoError, match="invalid backbone/recipe"):
+        load_voco_model(tmp_path / "finetune.pt")
     with pytest.raises(VoCoError, match="not found"):
         load_voco_model(tmp_path / "missing.pt")
 

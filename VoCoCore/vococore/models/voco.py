@@ -178,8 +178,11 @@ def load_voco_model(path: str | os.PathLike, map_location: str | torch.device = 
     except VoCoError as exc:
         raise VoCoError(f"checkpoint has an invalid backbone/recipe: {exc}", path) from None
     model = VoCoModel(spec, recipe)
+    state = dict(ckpt["model"])
+    if state and all(k.startswith("module.") for k in state):  # saved from a DistributedDataParallel wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
     try:
-        result = model.load_state_dict(ckpt["model"], strict=False)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         raise VoCoError(f"weights do not fit the model: {str(exc).splitlines()[-1].strip()}", path) from None
     if result.missing_keys or result.unexpected_keys:
