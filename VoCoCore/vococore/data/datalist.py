@@ -2,7 +2,8 @@
 
 A datalist JSON holds ``"training"`` / ``"validation"`` lists whose items are ``{"image": path}`` or plain
 paths, absolute or relative to the JSON's folder. A folder is searched recursively for CT files (.nii, .nii.gz,
-.nrrd, .nhdr, .mha, .mhd) and DICOM series folders (one entry per folder holding DICOM files).
+.nrrd, .nhdr, .mha, .mhd) and DICOM series folders (one entry per folder holding DICOM files). An entry
+``sample:NAME`` names a registered public sample CT (``vococore sample-data``), for demos and tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vococore.errors import VoCoError
 from vococore.io.formats import _SUFFIXES
 
 VOLUME_SUFFIXES = tuple(s for s in _SUFFIXES if s != ".seg.nrrd")
+SAMPLE_PREFIX = "sample:"
 
 
 def is_volume_file(path: Path) -> bool:
@@ -73,7 +75,11 @@ def _from_json(path: Path, split: str) -> list[Path]:
 def load_datalist(source: str | os.PathLike | Sequence[str | os.PathLike], split: str = "training",
                   check_exists: bool = True) -> list[Path]:
     """The volume paths of ``source``: a datalist ``.json`` (its ``split`` list), a folder, a glob pattern
-    (``data/*.nii.gz``), a single CT file or DICOM folder, or a list of any of these."""
+    (``data/*.nii.gz``), a single CT file or DICOM folder, ``sample:NAME``, or a list of any of these."""
+    if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
+        from vococore.sampledata import fetch
+
+        return [fetch(source[len(SAMPLE_PREFIX):])]
     if isinstance(source, (list, tuple)):
         paths = [p for s in source for p in load_datalist(s, split, check_exists=False)]
     else:

@@ -4,7 +4,8 @@ state and the resolved config, written atomically and read back with ``weights_o
 Layout of a checkpoint file (a plain dict of tensors, numbers, strings, lists and dicts)::
 
     {"format": "vococore-checkpoint", "version": 1, "kind": "pretrain"|"finetune"|..., "step": int,
-     "backbone": {BackboneSpec fields, incl. legacy_merging}, "model": state_dict,
+     "backbone": {BackboneSpec fields, incl. legacy_merging}, "recipe": name | {Recipe fields} | None,
+     "model": state_dict,
      "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": {...} | [{...} per rank],
      "data_state": {...}, "config": {resolved config}, "extra": {...}}
 """
@@ -66,14 +67,14 @@ def _plain(obj: Any) -> Any:
 
 
 def build_checkpoint(step: int, model: torch.nn.Module | dict[str, torch.Tensor], *, kind: str = "pretrain",
-                     backbone: Any = None, optimizer: torch.optim.Optimizer | None = None,
+                     backbone: Any = None, recipe: Any = None, optimizer: torch.optim.Optimizer | None = None,
                      scheduler: Any = None, scaler: Any = None, rng: dict | list | None = None,
                      data_state: dict[str, Any] | None = None, config: Any = None,
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the checkpoint dict (see module docstring); ``rng`` defaults to this process's RNG state.
 
     ``backbone`` is the BackboneSpec (or its dict); it is required so every checkpoint records
-    ``legacy_merging``.
+    ``legacy_merging``. ``recipe`` (a VoCo Recipe, its dict or name) lets ``load_voco_model`` rebuild the model.
     """
     if backbone is None:
         raise ValueError("a checkpoint must record the backbone spec (incl. legacy_merging)")
@@ -81,6 +82,7 @@ def build_checkpoint(step: int, model: torch.nn.Module | dict[str, torch.Tensor]
     return {
         "format": FORMAT, "version": VERSION, "kind": kind, "step": int(step),
         "backbone": _plain(backbone),
+        "recipe": _plain(recipe),
         "model": {k: v.detach().cpu() for k, v in state.items()},
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),

@@ -1,0 +1,73 @@
+"""``vococore pretrain``: VoCo self-supervised pretraining from a YAML config (single process or torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from vococore.errors import VoCoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="VoCo pretraining (resumable; torchrun for several GPUs/processes)",
+                       description="Pretrain an encoder with VoCo. Multi-GPU: torchrun --nproc_per_node=N -m "
+                                   "vococore pretrain --config FILE.yaml")
+    p.add_argument("--config", required=True, help="YAML file, or a packaged one: pretrain_small, pretrain_v2_B, "
+                                                    "pretrain_v1_B")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry (dotted keys, YAML values), e.g. --set steps=100 "
+                        "--set backbone.feature_size=L")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue exactly from output_dir/checkpoints/last.pt (or from CKPT)")
+    p.add_argument("--dry-run", action="store_true", help="measure a couple of real steps, print time and memory "
+                                                          "estimates for the whole run, and exit")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop (with a checkpoint) after N steps of this call")
+    p.add_argument("--overwrite", action="store_true", help="start over in an output_dir that holds a run")
+    p.add_argument("--json-progress", action="store_true", help="JSON lines progress on stdout")
+    p.set_defaults(func=run)
+
+
+def config_path(name: str) -> Path:
+    """A config file path; a bare name like ``pretrain_small`` falls back to the packaged configs."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = resources.files("vococore").joinpath("configs", name if name.endswith(".yaml") else f"{name}.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise VoCoError("config file not found (packaged: pretrain_small, pretrain_v2_B, pretrain_v1_B)", path)
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``key=value`` strings to a dict, values read as YAML (numbers, booleans, lists)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise VoCoError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from vococore.config import load_config
+    from vococore.pretrain import DryRunReport, PretrainConfig, run_pretraining
+
+    config = load_config(PretrainConfig, config_path(args.config), parse_overrides(args.overrides))
+    result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,
+                             stop_after=args.stop_after, overwrite=args.overwrite)
+    if isinstance(result, DryRunReport):
+        if args.json_progress:
+            print(json.dumps({"event": "dry_run", **result.__dict__}))
+        print(result.text(), file=sys.stderr if args.json_progress else sys.stdout)
+        return 0
+    if result.checkpoint is not None:
+        how = "stopped" if result.stopped or result.step < config.steps else "finished"
+        print(f"{how} at step {result.step}/{config.steps}; checkpoint {result.checkpoint}"
+              + ("; continue with --resume" if how == "stopped" else ""), file=sys.stderr)
+    return 0
