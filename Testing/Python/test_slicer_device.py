@@ -61,7 +61,7 @@ def test_estimates_reproduce_the_measurements():
 
 def test_memory_estimate_grows_with_model_and_window():
     base = device.inference_memory_gb(48)
-    assert base == pytest.approx(0.288 + 2.7)
+    assert base == pytest.approx(72e6 * 4 / 2**30 + 2.7)
     assert device.inference_memory_gb(96) > 2 * base - 0.1 and device.inference_memory_gb(48, (64, 64, 64)) < base
 
 

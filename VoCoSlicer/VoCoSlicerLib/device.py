@@ -70,7 +70,7 @@ def check_device(requested: str, required_gb: float) -> DeviceCheck:
         return DeviceCheck("cpu" if requested == "auto" else "cuda", requested == "auto", reason, name)
     free, total = (b / 2**30 for b in torch.cuda.mem_get_info(0))
     if free < required_gb:
-        reason = (f"{name} has {free:.1f} GB free of {total:.1f} GB; this run needs about {required_gb:.1f} GB. "
+        reason = (f"{name} has {free:.1f} GiB free of {total:.1f} GiB; this run needs about {required_gb:.1f} GiB. "
                   "Close other GPU programs, pick a smaller model, or use cpu.")
         return DeviceCheck("cpu" if requested == "auto" else "cuda", requested == "auto", reason, name, free, total)
     return DeviceCheck("cuda", True, "", name, free, total)
@@ -91,10 +91,10 @@ def _rate(table: dict[int, float], feature_size: int, threads: int | None) -> fl
 
 
 def inference_memory_gb(feature_size: int, roi: Sequence[int] = (96, 96, 96)) -> float:
-    """Rough GPU memory (GB) of SwinUNETR sliding-window inference: fp32 weights (72M parameters at feature
+    """Rough GPU memory (GiB) of SwinUNETR sliding-window inference: fp32 weights (72M parameters at feature
     size 48, growing with its square) plus activations of one window, scaled from the 3.5 GB peak measured for
     feature size 48 at 96^3 (of which about 0.5 GB was the Python process itself)."""
-    weights = 72e6 * 4 * (feature_size / 48) ** 2 / 1e9
+    weights = 72e6 * 4 * (feature_size / 48) ** 2 / 2**30
     return weights + 2.7 * (feature_size / 48) * math.prod(roi) / 96**3
 
 
