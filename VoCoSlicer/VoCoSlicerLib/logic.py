@@ -3,14 +3,23 @@ brings results back as nodes, draws the grid and the position table. The widget 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import yaml
 
 from vococore.errors import VoCoError
+from vococore.io import write_labelmap, write_volume
+from vococore.models.voco import VoCoModel, load_voco_model
+from vococore.package import read_package_info
+from vococore.position import predict_positions
+from vococore.pretext import default_backbone, get_recipe
 
 from VoCoSlicerLib import convert, device, grid, nodes, position
 from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
@@ -63,16 +72,12 @@ class VoCoLogic:
         if model_path is None:
             raise VoCoError(f"model {params.model!r} is not downloaded yet")
         volume = nodes.volume_from_node(volume_node)
-        from vococore.package import read_package_info
-
         package = read_package_info(model_path)
         check = device.check_device(params.device, device.inference_memory_gb(int(package.backbone.feature_size),
                                                                               package.roi_size))
         if not check.ok:
             raise VoCoError(check.reason)
         run_dir = Path(tempfile.mkdtemp(prefix="segment-", dir=self.work_dir))
-        from vococore.io import write_volume
-
         input_path = write_volume(volume, run_dir / "input.nii.gz")
         output = run_dir / "segmentation.seg.nrrd"
 
@@ -83,7 +88,9 @@ class VoCoLogic:
             if on_finished:
                 on_finished(state, self.result_node)
 
-        command = params.command(model_path, input_path, output, python=self.python)
+        # run on the device that was checked ('auto' resolved), so the check and the run agree
+        command = dataclasses.replace(params, device=check.device).command(model_path, input_path, output,
+                                                                           python=self.python)
         return self._start(command, [output], finished)
 
     def segmentation_estimate(self, volume_node: Any, feature_size: int = 48) -> str:
@@ -109,19 +116,12 @@ class VoCoLogic:
     def load_position_model(self, checkpoint: str | Path | None, recipe: str) -> Any:
         """The VoCo model of a pretraining checkpoint, or an untrained one of ``recipe`` when none is given
         (its predictions are then meaningless: it shows the mechanics, not a trained model's knowledge)."""
-        from vococore.models.voco import VoCoModel, load_voco_model
-        from vococore.pretext import default_backbone
-
         model = load_voco_model(checkpoint) if checkpoint else VoCoModel(default_backbone(recipe), recipe)
         return model.eval()
 
     def predict_positions(self, volume_node: Any, point_ras: Sequence[float], model: Any) -> tuple[Any, Any, Any]:
         """Centre a target crop at ``point_ras``, let VoCo ``model`` predict its overlap with each base crop, and
         show prediction and truth as a table and chart; returns (table, chart, vococore's sub-volume result)."""
-        import torch
-
-        from vococore.position import predict_positions
-
         with torch.no_grad():
             result = predict_positions(model, nodes.volume_from_node(volume_node),
                                        points_ras=np.asarray(point_ras, dtype=np.float64).reshape(1, 3))
@@ -145,10 +145,6 @@ class VoCoLogic:
 
         Segments are matched across pairs by name; their order in the first segmentation sets the label values.
         """
-        import json
-
-        from vococore.io import write_labelmap, write_volume
-
         export_dir = Path(tempfile.mkdtemp(prefix="finetune-data-", dir=self.work_dir))
         files, classes, colors = [], [], {}
         for index, (volume_node, segmentation_node) in enumerate(pairs):
@@ -175,8 +171,6 @@ class VoCoLogic:
 
     def training_estimate(self, steps: int, recipe: str) -> str:
         """CPU time of ``steps`` pretraining steps of ``recipe`` (batch 2 volumes), from measured rates."""
-        from vococore.pretext import default_backbone, get_recipe
-
         r = get_recipe(recipe)
         size = int(default_backbone(recipe).feature_size)
         seconds = device.estimate_training_s(steps, 2 * (r.num_bases + r.num_targets), (r.input_size,) * 3, size)
@@ -184,8 +178,6 @@ class VoCoLogic:
 
     # --- runs -----------------------------------------------------------------------------------------------------
     def _write_config(self, data: dict[str, Any], kind: str) -> Path:
-        import yaml
-
         path = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.work_dir)) / f"{kind}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
