@@ -32,37 +32,12 @@ def sample():
 @pytest.fixture
 def mrml(tmp_path):
     """A headless MRML scene with the module logics wired as Slicer's application would (slicer-core wheel)."""
-    import types
+    pytest.importorskip("slicer")
+    import slicer
+    from VoCoSlicerLib.headless import headless_scene, install_as_slicer_globals
 
-    slicer = pytest.importorskip("slicer")
-    scene = slicer.vtkMRMLScene()
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLApplicationLogic(app)
-    colors.SetMRMLScene(scene)
-    app.SetModuleLogic("Colors", colors)
-    markups = slicer.vtkSlicerMarkupsLogic()
-    markups.SetMRMLApplicationLogic(app)
-    markups.SetMRMLScene(scene)
-    app.SetModuleLogic("Markups", markups)
-    volumes = slicer.vtkSlicerVolumesLogic()
-    volumes.SetMRMLApplicationLogic(app)
-    volumes.SetMRMLScene(scene)
-    segs = slicer.vtkSlicerSegmentationsModuleLogic()
-    segs.SetMRMLApplicationLogic(app)
-    segs.SetMRMLScene(scene)
-    cache = slicer.vtkCacheManager()
-    cache.SetRemoteCacheDirectory(str(tmp_path / "mrml-cache"))
-    dio = slicer.vtkDataIOManager()
-    dio.SetCacheManager(cache)
-    scene.SetCacheManager(cache)
-    scene.SetDataIOManager(dio)
-    slicer.mrmlScene = scene
-    slicer.modules = types.SimpleNamespace(
-        volumes=types.SimpleNamespace(logic=lambda: volumes),
-        segmentations=types.SimpleNamespace(logic=lambda: segs),
-        markups=types.SimpleNamespace(logic=lambda: markups))
-    yield types.SimpleNamespace(scene=scene, app=app, volumes=volumes, segs=segs, markups=markups)
+    ctx = headless_scene(tmp_path / "mrml-cache")
+    install_as_slicer_globals(ctx)
+    yield ctx
     del slicer.mrmlScene, slicer.modules
-    scene.Clear(1)
+    ctx.scene.Clear(1)

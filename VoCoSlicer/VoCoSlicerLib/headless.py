@@ -1,0 +1,48 @@
+"""An MRML scene without the Slicer application (slicer-core wheel), wired the way Slicer wires its logics.
+
+Used by the demo to write a ``.mrb`` scene and by the tests; inside Slicer, use ``slicer.mrmlScene`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any
+
+
+def headless_scene(cache_dir: str | os.PathLike) -> types.SimpleNamespace:
+    """A new scene with colour, markups, volumes and segmentations logics attached, plus the cache/IO managers
+    that ``ReadFromMRB`` needs. Returns ``scene``, ``app``, ``volumes``, ``segs``, ``markups``."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    logics: dict[str, Any] = {}
+    for name, cls in (("Colors", slicer.vtkSlicerColorLogic), ("Markups", slicer.vtkSlicerMarkupsLogic),
+                      ("Volumes", slicer.vtkSlicerVolumesLogic),
+                      ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic)):
+        logic = cls()
+        logic.SetMRMLApplicationLogic(app)  # before SetMRMLScene: the logic registers its nodes with the app
+        logic.SetMRMLScene(scene)
+        app.SetModuleLogic(name, logic)
+        logics[name] = logic
+    cache = slicer.vtkCacheManager()
+    cache.SetRemoteCacheDirectory(str(cache_dir))
+    io_manager = slicer.vtkDataIOManager()
+    io_manager.SetCacheManager(cache)
+    scene.SetCacheManager(cache)
+    scene.SetDataIOManager(io_manager)
+    return types.SimpleNamespace(scene=scene, app=app, volumes=logics["Volumes"], segs=logics["Segmentations"],
+                                 markups=logics["Markups"], _keep=(cache, io_manager))
+
+
+def install_as_slicer_globals(ctx: types.SimpleNamespace) -> None:
+    """Set ``slicer.mrmlScene`` and a minimal ``slicer.modules`` so ``slicer.util`` helpers work headless."""
+    import slicer
+
+    slicer.mrmlScene = ctx.scene
+    slicer.modules = types.SimpleNamespace(
+        volumes=types.SimpleNamespace(logic=lambda: ctx.volumes),
+        segmentations=types.SimpleNamespace(logic=lambda: ctx.segs),
+        markups=types.SimpleNamespace(logic=lambda: ctx.markups))
