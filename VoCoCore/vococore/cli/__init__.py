@@ -13,7 +13,7 @@ import sys
 from vococore.errors import VoCoError
 
 # Subcommand modules under vococore.cli, in the order --help lists them.
-COMMANDS = ["info", "sample_data", "position", "pretrain", "export_encoder"]
+COMMANDS = ["info", "sample_data", "position", "pretrain", "export_encoder", "finetune", "infer", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,40 @@
+"""``vococore finetune``: train a segmentation model from VoCo weights (or from scratch) and package the best."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vococore.finetune import load_finetune_config, run_finetune
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a SwinUNETR/BasicUNet segmentation model from a YAML config",
+                       description="Writes config.yaml, checkpoints/last.pt and best.pt, best.vocomodel, "
+                       "metrics.jsonl, validation.jsonl and tensorboard/ into the config's output_dir.")
+    p.add_argument("--config", required=True, help="YAML file (see VoCoCore/configs/finetune_*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    p.add_argument("--json-progress", action="store_true", help="print JSON progress lines on stdout")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config entries, e.g. train.steps=20 output_dir=/tmp/run (values are YAML)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"vococore finetune: --set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    result = run_finetune(load_finetune_config(args.config, overrides), resume=args.resume,
+                          json_progress=args.json_progress)
+    summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
+               "best_step": result.best_step, "package": str(result.package) if result.package else None,
+               "last_checkpoint": str(result.last_checkpoint)}
+    print(json.dumps(summary) if args.json_progress else
+          f"finished at step {result.step}; best mean Dice {result.best_dice:.4f} (step {result.best_step}); "
+          f"package: {result.package}")
+    return 0

@@ -1,0 +1,54 @@
+"""``vococore infer``: segment CT files or DICOM series with a model package."""
+
+from __future__ import annotations
+
+import argparse
+
+from vococore.inference import InferenceOptions, plan_outputs, segment_files
+from vococore.progress import Progress
+
+MEMORY_NOTE = """memory: with N input voxels, M voxels after preprocessing (the package's spacing, crop and padding)
+and C classes, infer keeps the input volume, the preprocessed image (float32, M), the class-score sums
+(float16, C*M; float32 with --accumulate-dtype float32), the uint8 label on the preprocessed grid, and the label
+on the input grid (float32 during the inverse resampling, then uint8, N). It never holds an all-class float volume
+at input resolution. The label is written on exactly the input grid (shape and affine)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="segment CT volumes with a model package (.vocomodel)", epilog=MEMORY_NOTE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model package (.vocomodel)")
+    p.add_argument("--input", required=True, nargs="+",
+                   help="CT files, DICOM series folders, or folders of CT files (each file is one case)")
+    p.add_argument("--output", required=True,
+                   help="output file (.nii.gz, .nrrd, .seg.nrrd) for one case, else a folder")
+    p.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".seg.nrrd"],
+                   help="file type written into an output folder (default .nii.gz)")
+    p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: package's)")
+    p.add_argument("--overlap", type=float,
+                   help="window overlap in [0, 1) (default: package's, 0.5; the official VoCo code uses 0.75)")
+    p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"],
+                   help="window blending (official VoCo: constant)")
+    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default 1)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA, off on CPU)")
+    p.add_argument("--accumulate-dtype", default="float16", choices=["float16", "float32"],
+                   help="precision of the summed class scores (default float16)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--json-progress", action="store_true", help="print JSON progress lines on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    inputs, outputs = plan_outputs(args.input, args.output, args.format)
+    options = InferenceOptions(roi_size=tuple(args.roi) if args.roi else None, overlap=args.overlap,
+                               blend=args.blend, sw_batch_size=args.sw_batch_size, device=args.device,
+                               amp=args.amp, accumulate_dtype=args.accumulate_dtype)
+    bar = Progress("infer", total=100 * len(inputs), json_lines=args.json_progress)
+    written = segment_files(args.model, inputs, outputs, options, overwrite=args.overwrite,
+                            progress=lambda case, fraction: bar.update(int(100 * (case + fraction))))
+    bar.close(cases=len(written))
+    if not args.json_progress:
+        print("\n".join(map(str, written)))
+    return 0
