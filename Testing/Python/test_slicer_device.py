@@ -3,14 +3,9 @@ that reproduce the measured timings they are built from."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from VoCoSlicerLib import device  # noqa: E402
+from VoCoSlicerLib import device
 
 
 @pytest.mark.parametrize("capability, archs, ok", [

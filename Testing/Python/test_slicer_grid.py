@@ -3,16 +3,11 @@ world coordinates, for the v2 and small recipes, on an RAS NIfTI and an LPS DICO
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.io import read_volume  # noqa: E402
-from VoCoSlicerLib import grid, nodes  # noqa: E402
+from vococore.io import read_volume
+from VoCoSlicerLib import grid, nodes
 
 pretext = pytest.importorskip("vococore.pretext")
 

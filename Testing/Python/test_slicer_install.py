@@ -4,12 +4,8 @@ torch and Slicer's own packages are never planned. The pip calls themselves need
 from __future__ import annotations
 
 import importlib.metadata
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from VoCoSlicerLib import install  # noqa: E402
+from VoCoSlicerLib import install
 
 
 def test_is_satisfied_reads_metadata():

@@ -3,17 +3,14 @@ RAS NIfTI, and labelmap -> named, coloured segmentation node that saves to .seg.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.errors import VoCoError  # noqa: E402
-from vococore.io import LabelInfo, read_volume, write_labelmap  # noqa: E402
-from VoCoSlicerLib import nodes  # noqa: E402
+from vococore.errors import VoCoError
+from vococore.io import LabelInfo, read_volume, write_labelmap
+from VoCoSlicerLib import nodes
 
 
 def _load_with_slicer(mrml, path: Path):

@@ -3,12 +3,7 @@ parses, and the pretraining config loads into vococore's own config class."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters  # noqa: E402
+from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
 
 
 def test_segment_validation_reasons(tmp_path):

@@ -3,17 +3,12 @@ vococore's position prediction), the chart plots both columns, and a second pred
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.errors import VoCoError  # noqa: E402
-from vococore.io import read_volume  # noqa: E402
-from VoCoSlicerLib import nodes, position  # noqa: E402
+from vococore.errors import VoCoError
+from vococore.io import read_volume
+from VoCoSlicerLib import nodes, position
 
 
 def test_table_holds_the_true_overlaps_of_vococore(mrml, sample):

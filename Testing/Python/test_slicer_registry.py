@@ -4,15 +4,12 @@ offline import into the per-user cache."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.errors import VoCoError  # noqa: E402
-from VoCoSlicerLib.registry import MODELS_JSON, ModelRegistry, default_cache_dir, sha256_of  # noqa: E402
+from vococore.errors import VoCoError
+from VoCoSlicerLib.registry import MODELS_JSON, ModelRegistry, default_cache_dir, sha256_of
 
 
 def test_official_models_are_the_vocomni_files(tmp_path):

@@ -4,19 +4,15 @@ run reports vococore's message, and cancel ends the whole process tree within 5 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.errors import VoCoError  # noqa: E402
-from VoCoSlicerLib.parameters import vococore_command  # noqa: E402
-from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState, partial_files  # noqa: E402
+from vococore.errors import VoCoError
+from VoCoSlicerLib.parameters import vococore_command
+from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState, partial_files
 
 
 def _has_command(name: str) -> bool:

@@ -4,17 +4,14 @@ progress reaches the callback, a checkpoint is written, and Resume continues fro
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "VoCoSlicer"))
-
-from vococore.errors import VoCoError  # noqa: E402
-from VoCoSlicerLib.logic import VoCoLogic  # noqa: E402
-from VoCoSlicerLib.parameters import PretrainParameters  # noqa: E402
-from VoCoSlicerLib.runner import RunState  # noqa: E402
+from vococore.errors import VoCoError
+from VoCoSlicerLib.logic import VoCoLogic
+from VoCoSlicerLib.parameters import PretrainParameters
+from VoCoSlicerLib.runner import RunState
 
 
 def _has_command(name: str) -> bool:
