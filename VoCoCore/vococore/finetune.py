@@ -113,8 +113,11 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)  # validation records
 
 
-def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bool = False) -> FinetuneResult:
-    """Train as configured (continuing ``checkpoints/last.pt`` when ``resume``); returns the outcome."""
+def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bool = False,
+                 stop_after: int | None = None) -> FinetuneResult:
+    """Train as configured (continuing ``checkpoints/last.pt`` when ``resume``), for at most ``stop_after``
+    steps in this call (None: to the end); returns the outcome. Resuming repeats exactly the crops, RNG states
+    and schedule of an uninterrupted run."""
     from vococore.training.checkpoint import load_checkpoint
     from vococore.training.distributed import DistInfo, pick_device
     from vococore.training.loop import Trainer, seed_everything
@@ -149,12 +152,14 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
         best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
     crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
     history = []
-    while trainer.step < t.steps:
-        chunk = min(t.val_every, t.steps - trainer.step)
+    end = t.steps if stop_after is None else min(t.steps, trainer.step + stop_after)
+    while trainer.step < end:
+        chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
         batches = (batch_for_step(train_cases, crops, s, t.seed) for s in range(trainer.step, t.steps))
-        # data_state is written with the checkpoint at the end of this chunk, before validation updates the best
         trainer.fit(batches, stop_after=chunk,
                     data_state=lambda s: {"next_step": s, "best_dice": best_dice, "best_step": best_step})
+        if trainer.step % t.val_every and trainer.step < t.steps:
+            continue  # stopped between validations (stop_after): the checkpoint is written, resume goes on
         record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step, json_progress)
         history.append(record)
         with open(out / "validation.jsonl", "a") as fh:

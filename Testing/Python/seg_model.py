@@ -1,0 +1,43 @@
+"""Shared by the segmentation tests: one small model fine-tuned once per test session on the TotalSegmentator
+example CT (BasicUNet, 6 mm, 32³ crops, 120 steps), so infer/evaluate tests reuse it instead of retraining."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_CONFIG = REPO / "VoCoCore" / "configs" / "finetune_small.yaml"
+# The test recipe: the small config shortened to 120 steps (about 40 s on 2 free cores).
+TEST_OVERRIDES = {"train.steps": 120, "train.val_every": 40, "train.checkpoint_every": 40}
+TOTALSEG = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}
+
+
+def small_config(output_dir: Path, **more):
+    from vococore.finetune import load_finetune_config
+
+    return load_finetune_config(SMALL_CONFIG, {**TEST_OVERRIDES, "output_dir": str(output_dir), **more})
+
+
+@functools.lru_cache(maxsize=1)
+def trained_run() -> Path:
+    """Output folder of the session's fine-tuning run (trained on first use)."""
+    from vococore.finetune import run_finetune
+
+    out = Path(tempfile.mkdtemp(prefix="vococore-seg-")) / "run"
+    run_finetune(small_config(out))
+    return out
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m vococore ARGS`` in a real subprocess (passive OpenMP waits keep shared cores usable)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    proc = subprocess.run([sys.executable, "-m", "vococore", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vococore {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
