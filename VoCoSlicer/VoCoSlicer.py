@@ -27,7 +27,7 @@ from slicer.util import VTKObservationMixin
 
 # Only modules that load without vococore/MONAI are imported here, so the module can offer to install them.
 from VoCoSlicerLib import install
-from VoCoSlicerLib.parameters import DEVICES, RECIPES, FinetuneParameters, PretrainParameters, SegmentParameters
+from VoCoSlicerLib.parameters import DEVICES, NETWORKS, RECIPES, FinetuneParameters, PretrainParameters, SegmentParameters
 from VoCoSlicerLib.runner import ProgressEvent, RunState
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class VoCoSlicerParameterNode:
     finetuneSegmentation: slicer.vtkMRMLSegmentationNode
     finetuneWeights: Path
     finetuneOutput: Path
+    finetuneNetwork: Annotated[str, Choice(list(NETWORKS))] = "swin"
     finetuneSteps: Annotated[int, WithinRange(1, 10_000_000)] = 500
     resume: bool = False
 
@@ -113,7 +114,8 @@ class VoCoSlicerLogic(ScriptedLoadableModuleLogic):
 
     def finetuneParameters(self, p: VoCoSlicerParameterNode) -> FinetuneParameters:
         return FinetuneParameters(weights=pathText(p.finetuneWeights), output_dir=pathText(p.finetuneOutput),
-                                  steps=p.finetuneSteps, device=p.device, resume=p.resume)
+                                  network=p.finetuneNetwork, steps=p.finetuneSteps, device=p.device,
+                                  resume=p.resume)
 
     def ensureModel(self, modelId: str) -> Path:
         """The model's verified file, downloading it (with a progress dialog) on first use."""
@@ -290,7 +292,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._progressBar.setValue(int(100 * event.fraction))
         self.ui.etaLabel.text = event.describe()
         self.ui.lossLabel.text = event.metric_text("loss", "total")
-        self.ui.diceLabel.text = event.metric_text("dice", "val_dice")
+        self.ui.diceLabel.text = event.metric_text("mean_dice")
 
     def onRunFinished(self, state: RunState, *args) -> None:
         self._timer.stop()

@@ -10,6 +10,12 @@ from typing import Any
 
 DEVICES = ("auto", "cuda", "cpu")
 RECIPES = ("v2", "v1", "small")
+# Fine-tuning networks: SwinUNETR as VoCo's weights need it, or a small CNN at 6 mm that trains on a CPU in minutes.
+NETWORKS = {
+    "swin": {"backbone": {"arch": "swin", "feature_size": 48, "legacy_merging": True}, "roi_size": [96, 96, 96]},
+    "cnn": {"backbone": {"arch": "cnn", "feature_size": 8, "legacy_merging": False, "use_checkpoint": False},
+            "roi_size": [32, 32, 32], "preprocess": {"spacing": [6.0, 6.0, 6.0], "min_size": [32, 32, 32]}},
+}
 
 
 def vococore_command(python: str | None = None) -> list[str]:
@@ -113,6 +119,7 @@ class FinetuneParameters:
     colors: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     weights: str = ""
     output_dir: str = ""
+    network: str = "swin"
     steps: int = 500
     device: str = "auto"
     resume: bool = False
@@ -126,6 +133,7 @@ class FinetuneParameters:
             (not missing, f"Missing training file(s): {', '.join(missing[:3])}."),
             (bool(self.classes), "The segmentation has no segments to learn."),
             (not self.weights or Path(self.weights).is_file(), f"Pretrained weights {self.weights} not found."),
+            (self.network in NETWORKS, f"Unknown network {self.network!r}; choose one of {', '.join(NETWORKS)}."),
             (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
             (self.steps >= 1, "Steps must be at least 1."),
             (bool(self.output_dir), "Choose an output folder."),
@@ -141,6 +149,7 @@ class FinetuneParameters:
     def config(self, label_table_path: Path) -> dict[str, Any]:
         """The YAML config contents of ``vococore finetune`` (``vococore.finetune.FinetuneConfig``)."""
         return {"output_dir": self.output_dir, "pretrained": self.weights or None, "device": self.device,
+                **NETWORKS[self.network],
                 "data": {"images": [image for image, _ in self.pairs], "labels": [label for _, label in self.pairs],
                          "label_table": str(label_table_path), "classes": list(self.classes),
                          "colors": {name: list(rgb) for name, rgb in self.colors.items()}},
