@@ -1,0 +1,97 @@
+"""Inference with a fine-tuned package on real CT: exact input geometry, world-correct anatomy, folder runs,
+progress/cancel, and agreement of the memory-bounded sliding window with MONAI's."""
+
+from __future__ import annotations
+
+import shutil
+
+import nrrd
+import numpy as np
+import pytest
+import torch
+
+from seg_model import TOTALSEG, run_cli, trained_run
+from vococore.inference import InferenceCancelled, InferenceOptions, segment
+from vococore.io import read_volume
+from vococore.package import load_package
+from vococore.resample import resample_to_grid
+from vococore.sliding_window import sliding_window_argmax
+
+LIVER = 1  # output class of the liver in the fine-tuned package
+
+
+def liver_dice(pred: np.ndarray, reference_on_grid: np.ndarray) -> float:
+    """Liver Dice of a prediction array against the reference labels brought onto the same grid."""
+    p, r = pred == LIVER, reference_on_grid == TOTALSEG["liver"]
+    return 2 * float((p & r).sum()) / float(p.sum() + r.sum())
+
+
+def test_dicom_series_geometry_and_liver_in_world_coordinates(sample, tmp_path):
+    package = trained_run() / "best.vocomodel"
+    out = tmp_path / "pred.seg.nrrd"
+    run_cli("infer", "--model", str(package), "--input", str(sample("TotalSegDICOM")), "--output", str(out),
+            "--overlap", "0.25")
+    series = read_volume(sample("TotalSegDICOM"))
+    pred = read_volume(out)
+    assert pred.shape == series.shape == (512, 512, 20)
+    assert np.allclose(pred.affine, series.affine, atol=1e-4)
+    header = nrrd.read_header(str(out))
+    assert header["Segment0_Name"] == "liver" and header["Segment0_LabelValue"] == "1"
+
+    # the reference is stored y-flipped (LAS): bring it onto the series grid by world position, then compare
+    reference = resample_to_grid(read_volume(sample("TotalSegDICOMLabels")), series).array
+    dice = liver_dice(pred.array, reference)
+    # bar for a 120-step 6 mm CPU model trained on the other CT: 0.55 (0.69 measured)
+    assert dice > 0.55
+    # geometry must be right: the same prediction with an axis flipped fails the check clearly
+    for axis in (0, 1):
+        flipped = liver_dice(np.flip(pred.array, axis=axis), reference)
+        assert flipped < 0.5 and flipped < dice - 0.15, (axis, flipped, dice)
+
+
+def test_folder_of_inputs_and_no_silent_overwrite(sample, tmp_path):
+    package = trained_run() / "best.vocomodel"
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(sample("TotalSegCT"), cases / "a.nii.gz")
+    shutil.copy(sample("TotalSegCTSmall"), cases / "b.nii.gz")
+    run_cli("infer", "--model", str(package), "--input", str(cases), "--output", str(tmp_path / "out"),
+            "--format", ".nrrd", "--blend", "constant")
+    for name in ("a", "b"):
+        image, labels = read_volume(cases / f"{name}.nii.gz"), read_volume(tmp_path / "out" / f"{name}_seg.nrrd")
+        assert labels.shape == image.shape and np.allclose(labels.affine, image.affine, atol=1e-4)
+        assert set(np.unique(labels.array)) <= {0, 1, 2, 3, 4} and (labels.array == LIVER).any()
+    again = run_cli("infer", "--model", str(package), "--input", str(cases), "--output", str(tmp_path / "out"),
+                    "--format", ".nrrd", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr and "\n" not in again.stderr.strip()
+
+
+def test_segment_api_reports_progress_and_cancels(sample):
+    model, package = load_package(trained_run() / "best.vocomodel")
+    volume = read_volume(sample("TotalSegCTSmall"))
+    seen: list[float] = []
+    result = segment((model, package), volume, InferenceOptions(device="cpu"), progress=seen.append)
+    assert result.same_grid(volume) and result.array.dtype == np.uint8
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 2
+    assert [li.name for li in result.meta["labels"]][:1] == ["liver"]
+    calls = []
+    with pytest.raises(InferenceCancelled):
+        segment((model, package), volume, progress=calls.append, cancel=lambda: len(calls) >= 1)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_bounded_sliding_window_agrees_with_monai(sample, blend):
+    from monai.inferers import sliding_window_inference
+
+    from vococore.preprocess import Preprocessor
+
+    model, package = load_package(trained_run() / "best.vocomodel")
+    image = Preprocessor(package.preprocess)(read_volume(sample("TotalSegCT"))).image.as_tensor()[None]
+    ours = sliding_window_argmax(model, image, (32, 32, 32), overlap=0.5, blend=blend)
+    with torch.inference_mode():
+        logits = sliding_window_inference(image, (32, 32, 32), 1, model, overlap=0.5, mode=blend)
+    theirs = logits.argmax(1)[0].to(torch.uint8)
+    assert ours.shape == theirs.shape
+    assert (ours == theirs).float().mean() >= 0.999
+    assert len(torch.unique(theirs)) > 1  # not a trivial all-background agreement
