@@ -1,5 +1,6 @@
-"""VoCoSlicerLib.runner with real ``vococore`` subprocesses: progress lines reach the logic's callback, a failed
-run reports vococore's message, and cancel ends the whole process tree within 5 s leaving no output behind."""
+"""VoCoSlicerLib.runner with real ``vococore`` subprocesses: a failed run reports vococore's message, and cancel
+ends the whole process tree within 5 s leaving no output behind. (Progress streaming from ``vococore infer`` into
+the logic is checked end to end in test_slicer_training.py, after fine-tuning the model it runs.)"""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def voco_checkpoint(tmp_path):
 def test_cancel_kills_the_process_tree_within_5_s_and_leaves_no_output(tmp_path, sample, voco_checkpoint):
     out = tmp_path / "report"
     inner = " ".join([*vococore_command(), "position", "--model", str(voco_checkpoint), "--input",
-                      str(sample("TotalSegCTSmall")), "--random", "12", "--output", str(out)])
+                      str(sample("TotalSegCTSmall")), "--random", "8", "--output", str(out)])
     # a shell in front, as Slicer's PythonSlicer launcher is: the real work happens in a child process
     process = BackgroundProcess(["/bin/sh", "-c", f"{inner}; echo finished"], outputs=[out]).start()
     with _cancelled_on_failure(process):
@@ -117,38 +118,6 @@ def tiny_package(tmp_path):
                            preprocess=PreprocessConfig(spacing=(3.0, 3.0, 3.0), min_size=(32, 32, 32)),
                            roi_size=(32, 32, 32), overlap=0.5)
     return save_package(build_segmenter(spec, out_channels=3), package, tmp_path / "tiny.vocomodel")
-
-
-@pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")
-def test_segmentation_streams_progress_and_loads_the_result(mrml, sample, tmp_path, tiny_package):
-    from vococore.io import read_volume
-    from VoCoSlicerLib import nodes
-    from VoCoSlicerLib.logic import VoCoLogic
-    from VoCoSlicerLib.parameters import SegmentParameters
-
-    events, finished = [], []
-    logic = VoCoLogic(mrml.scene, work_dir=tmp_path, on_progress=events.append)
-    ct = read_volume(sample("TotalSegCTSmall"))
-    ct_node = nodes.node_from_volume(ct, mrml.scene, "CT")
-    process = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"),
-                                       on_finished=lambda state, node: finished.append((state, node)),
-                                       model_file=tiny_package)
-    with _cancelled_on_failure(process):
-        assert process.wait_for_completion(timeout_s=300) is RunState.SUCCEEDED, process.error_message()
-    assert events[0].event == "start" and events[-1].event == "end" and events[0].stage == "infer"
-    steps = [e.step for e in events]
-    assert steps == sorted(steps) and steps[-1] == events[-1].total
-    state, seg = finished[0]
-    assert state is RunState.SUCCEEDED and seg is logic.result_node and seg.GetName() == "CT VoCo"
-    segmentation = seg.GetSegmentation()
-    names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
-    assert names <= {"organ", "bone"} and names
-    # the result lies on the input's grid: its voxels read back through the CT geometry match the written file
-    written = read_volume(process.outputs[0])
-    assert written.same_grid(ct)
-    for name, value in (("organ", 1), ("bone", 2)):
-        if name in names:
-            np.testing.assert_array_equal(nodes.segment_voxels(seg, name, ct), written.array == value)
 
 
 @pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")

@@ -122,10 +122,35 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
     package = tmp_path / "ft" / "best.vocomodel"
     assert package.is_file()
 
+    events.clear()
     finished = []
     run = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"), model_file=package,
                                    on_finished=lambda state, node: finished.append(node))
-    assert run.wait_for_completion(timeout_s=300) is RunState.SUCCEEDED, run.error_message()
-    result = finished[0].GetSegmentation()
-    names = {result.GetNthSegment(i).GetName() for i in range(result.GetNumberOfSegments())}
-    assert names <= {"liver", "spleen"}  # an untrained-for-long model may miss one, never invents names
+    try:
+        assert run.wait_for_completion(timeout_s=300) is RunState.SUCCEEDED, run.error_message()
+    finally:
+        run.cancel()
+    # progress streamed in order from start to end
+    assert events[0].event == "start" and events[-1].event == "end" and {e.stage for e in events} == {"infer"}
+    steps = [e.step for e in events]
+    assert steps == sorted(steps) and steps[-1] == events[-1].total
+    # the node holds the model's segment names and colours, voxel for voxel what vococore wrote on the CT grid
+    result = finished[0]
+    assert result is logic.result_node and result.GetName() == "CT VoCo"
+    segmentation = result.GetSegmentation()
+    found = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i)
+             for i in range(segmentation.GetNumberOfSegments())}
+    assert set(found) <= {"liver", "spleen"}  # a briefly trained model may miss one, never invents names
+    written = read_volume(run.outputs[0])
+    assert written.same_grid(ct)
+    from vococore.package import read_package_info
+
+    colors = {"liver": (0.8, 0.4, 0.2), "spleen": (0.6, 0.2, 0.6)}
+    labels = {li.name: li.value for li in read_package_info(package).labels}  # the model's channel per name
+    assert sorted(labels) == ["liver", "spleen"]
+    for name, value in labels.items():
+        if name in found:
+            np.testing.assert_allclose(found[name].GetColor(), colors[name], atol=1e-5)
+            np.testing.assert_array_equal(nodes.segment_voxels(result, name, ct), written.array == value)
+        else:
+            assert not np.any(written.array == value)
