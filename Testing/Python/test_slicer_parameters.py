@@ -43,8 +43,14 @@ def test_pretrain_validation_and_config(tmp_path, sample):
     assert params.validate()
     config = from_dict(PretrainConfig, params.config())
     assert (config.recipe, config.steps, config.device, config.output_dir) == ("small", 50, "cpu", str(out))
-    assert config.backbone.arch == "cnn"  # the backbone the small recipe is designed for
-    assert config.warmup_steps <= config.steps and 1 <= config.checkpoint_every <= config.steps
+    # vococore's own CPU preset for the recipe supplies the backbone and optimiser settings
+    from vococore.cli.pretrain import config_path
+    from vococore.config import load_config
+
+    preset = load_config(PretrainConfig, config_path("pretrain_small"))
+    assert config.backbone == preset.backbone and config.backbone.arch == "cnn"
+    assert (config.lr, config.batch_size) == (preset.lr, preset.batch_size)
+    assert 1 <= config.checkpoint_every <= config.steps
     assert params.command(tmp_path / "c.yaml")[3:] == ["pretrain", "--config", str(tmp_path / "c.yaml"),
                                                        "--json-progress"]
 

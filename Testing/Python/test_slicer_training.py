@@ -28,7 +28,7 @@ def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
     out = tmp_path / "run"
     events, finished = [], []
     logic = VoCoLogic(scene=None, work_dir=tmp_path / "work", on_progress=events.append)
-    params = PretrainParameters(data=str(data), output_dir=str(out), recipe="small", steps=2, device="cpu")
+    params = PretrainParameters(data=str(data), output_dir=str(out), recipe="small", steps=1, device="cpu")
     process = logic.start_pretraining(params, on_finished=finished.append)
     try:
         assert process.wait_for_completion(timeout_s=240) is RunState.SUCCEEDED, process.error_message()
@@ -36,7 +36,7 @@ def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
         process.cancel()
     assert finished == [RunState.SUCCEEDED]
     trained = [e for e in events if e.stage == "pretrain" and e.event == "progress"]
-    assert [e.step for e in trained][-1] == 2 and all(e.total == 2 for e in trained)
+    assert [e.step for e in trained] == [1] and all(e.total == 1 for e in trained)
     assert trained[-1].metric_text("loss", "total") != "-"
     assert (out / "checkpoints" / "last.pt").is_file()
 
@@ -44,7 +44,7 @@ def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
     with pytest.raises(VoCoError, match="already holds a run"):
         logic.start_pretraining(params)
     events.clear()
-    more = PretrainParameters(data=str(data), output_dir=str(out), recipe="small", steps=3, device="cpu",
+    more = PretrainParameters(data=str(data), output_dir=str(out), recipe="small", steps=2, device="cpu",
                               resume=True)
     process = logic.start_pretraining(more)
     try:
@@ -52,7 +52,7 @@ def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
     finally:
         process.cancel()
     steps = [e.step for e in events if e.stage == "pretrain" and e.event == "progress"]
-    assert steps == [3]  # continued after step 2, did not start over
+    assert steps == [2]  # continued after step 1, did not start over
 
 
 def test_finetune_exports_pairs_with_consistent_label_values(mrml, sample, tmp_path):

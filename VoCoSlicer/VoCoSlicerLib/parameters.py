@@ -10,6 +10,7 @@ from typing import Any
 
 DEVICES = ("auto", "cuda", "cpu")
 RECIPES = ("v2", "v1", "small")
+PRETRAIN_PRESETS = {"v2": "pretrain_v2_B", "v1": "pretrain_v1_B", "small": "pretrain_small"}  # vococore's configs
 # Fine-tuning networks: SwinUNETR as VoCo's weights need it, or a small CNN at 6 mm that trains on a CPU in minutes.
 NETWORKS = {
     "swin": {"backbone": {"arch": "swin", "feature_size": 48, "legacy_merging": True}, "roi_size": [96, 96, 96]},
@@ -92,14 +93,15 @@ class PretrainParameters:
         ])
 
     def config(self) -> dict[str, Any]:
-        """The YAML config contents of ``vococore pretrain`` (``vococore.pretrain.PretrainConfig``), with the
-        backbone the recipe is designed for."""
-        from vococore.config import to_dict
-        from vococore.pretext import default_backbone
+        """The YAML config contents of ``vococore pretrain`` (``vococore.pretrain.PretrainConfig``): vococore's
+        packaged preset for the recipe (backbone, optimiser, batch), with this run's data, steps, device, output."""
+        import yaml
 
-        return {"data": self.data, "recipe": self.recipe, "backbone": to_dict(default_backbone(self.recipe)),
-                "steps": self.steps, "warmup_steps": min(5000, self.steps // 10), "checkpoint_every":
-                max(1, min(1000, self.steps // 10)), "device": self.device, "output_dir": self.output_dir}
+        from vococore.cli.pretrain import config_path
+
+        base = yaml.safe_load(config_path(PRETRAIN_PRESETS[self.recipe]).read_text())
+        return {**base, "data": self.data, "steps": self.steps, "device": self.device, "output_dir": self.output_dir,
+                "checkpoint_every": max(1, min(int(base.get("checkpoint_every", 1000)), self.steps // 10))}
 
     def command(self, config_path: Path, python: str | None = None) -> list[str]:
         """``vococore pretrain`` with JSON progress (and ``--resume`` to continue from the last checkpoint)."""
