@@ -75,6 +75,7 @@ def test_logic_estimates_use_the_node_grid(mrml, sample, tmp_path):
     logic = VoCoLogic(mrml.scene, work_dir=tmp_path)
     seconds = device.estimate_inference_s(volume.shape, volume.spacing)
     assert logic.segmentation_estimate(node).startswith(f"about {device.format_duration(seconds)} ")
-    # v2: 2 volumes x (9 bases + 2 targets) crops of 64^3 per step with the fs-48 Swin backbone
+    # v2 preset: 2 volumes x (9 bases + 2 targets) crops of 64^3 per step with the fs-48 Swin backbone
     seconds = device.estimate_training_s(100, 22, (64, 64, 64), 48)
     assert logic.training_estimate(100, "v2").startswith(f"about {device.format_duration(seconds)} ")
+    assert logic.training_estimate(100, "small").startswith("no measured rate")  # the CNN preset: not measured

@@ -170,10 +170,14 @@ class VoCoLogic:
         return self._start(params.command(config, python=self.python), [], on_finished)
 
     def training_estimate(self, steps: int, recipe: str) -> str:
-        """CPU time of ``steps`` pretraining steps of ``recipe`` (batch 2 volumes), from measured rates."""
-        r = get_recipe(recipe)
-        size = int(default_backbone(recipe).feature_size)
-        seconds = device.estimate_training_s(steps, 2 * (r.num_bases + r.num_targets), (r.input_size,) * 3, size)
+        """CPU time of ``steps`` pretraining steps of ``recipe`` with the network its preset trains, from measured
+        SwinUNETR rates; for other networks there is no measurement, and the run's own ETA is the estimate."""
+        config = PretrainParameters(recipe=recipe, steps=steps).config()
+        backbone, r = config["backbone"], get_recipe(recipe)
+        if backbone["arch"] != "swin":
+            return "no measured rate for this network: the progress line shows the ETA after the first steps"
+        crops = int(config["batch_size"]) * (r.num_bases + r.num_targets)
+        seconds = device.estimate_training_s(steps, crops, (r.input_size,) * 3, int(backbone["feature_size"]))
         return f"about {device.format_duration(seconds)} on this computer's CPU; a GPU is far faster"
 
     # --- runs -----------------------------------------------------------------------------------------------------
