@@ -139,3 +139,16 @@ def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, tiny_package
     assert process.wait_for_completion(timeout_s=10) is RunState.CANCELLED
     output = process.outputs[0]
     assert not output.exists() and partial_files(output) == [] and logic.result_node is None
+
+
+def test_tqdm_bars_are_not_log_lines(tmp_path):
+    """vococore's human progress bar (stderr) is dropped; its JSON twin on stdout is the progress."""
+    import sys
+
+    script = ("import sys, json; sys.stderr.write('infer:  50%|#####     | 1/2 [00:01<00:01, 1.0s/it]\\r'); "
+              "print(json.dumps({'event': 'progress', 'stage': 'infer', 'step': 1, 'total': 2})); "
+              "sys.stderr.write('a real warning\\n')")
+    logs, events = [], []
+    process = BackgroundProcess([sys.executable, "-c", script], on_log=logs.append, on_progress=events.append)
+    assert process.start().wait_for_completion(timeout_s=60) is RunState.SUCCEEDED
+    assert logs == ["a real warning"] and [e.step for e in events] == [1]

@@ -11,6 +11,7 @@ import enum
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -84,6 +85,10 @@ class ProgressEvent:
                    metrics={str(k): float(v) for k, v in (data.get("metrics") or {}).items()})
 
 
+# A tqdm progress-bar refresh on stderr, e.g. "pretrain:  50%|#####     | 1/2 [00:29<00:29, 29.0s/it]".
+TQDM_BAR = re.compile(r"\|\s*\d+/\d+ \[")
+
+
 def partial_files(path: Path) -> list[Path]:
     """Temporary files that vococore's atomic writer leaves beside ``path`` when it is killed mid-write."""
     return sorted(path.parent.glob(f".{path.name}.*.tmp*")) if path.parent.is_dir() else []
@@ -99,15 +104,12 @@ class BackgroundProcess:
     def __init__(self, args: Sequence[str], outputs: Sequence[str | os.PathLike] = (),
                  on_progress: Callable[[ProgressEvent], None] | None = None,
                  on_log: Callable[[str], None] | None = None,
-                 on_finished: Callable[[RunState], None] | None = None,
-                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> None:
+                 on_finished: Callable[[RunState], None] | None = None) -> None:
         self.args = [str(a) for a in args]
         self.outputs = [Path(p) for p in outputs]
         self.on_progress, self.on_log, self.on_finished = on_progress, on_log, on_finished
-        self.env, self.cwd = env, cwd
         self.state = RunState.NOT_STARTED
         self.returncode: int | None = None
-        self.last_progress: ProgressEvent | None = None
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._process: subprocess.Popen | None = None
@@ -127,9 +129,9 @@ class BackgroundProcess:
         for path in self.outputs:
             if path.exists():
                 raise VoCoError("output already exists; choose another name or delete it first", path)
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env, cwd=self.cwd,
+                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
                                          start_new_session=os.name == "posix")
         self.state = RunState.RUNNING
         readers = [threading.Thread(target=self._read, args=(self._process.stdout, "out"), daemon=True),
@@ -161,10 +163,9 @@ class BackgroundProcess:
             if kind == "exit":
                 self._finish(int(payload))
             elif kind == "out" and (event := ProgressEvent.parse(payload)) is not None:
-                self.last_progress = event
                 if self.on_progress:
                     self.on_progress(event)
-            else:
+            elif not TQDM_BAR.search(payload):  # the JSON lines already carry what the bar shows
                 if kind == "err" and payload.strip():
                     self.stderr_tail.append(payload)
                 if self.on_log and payload.strip():
