@@ -161,7 +161,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                       "to install them.")
                 uiWidget.enabled = False
                 return
-        self._progressBar = self.ui.progressBar
+        self._progressBar, self._etaLabel = self.ui.progressBar, self.ui.etaLabel
         self.logic.core.on_progress = self.onProgress
         self.logic.core.on_log = lambda line: print(f"[VoCo] {line}")
         # the model list grows when the user imports a model, so this combo box is synced by hand, not bound
@@ -259,7 +259,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.ensureModel(p.model)
             self.logic.core.start_segmentation(p.inputVolume, self.logic.segmentParameters(p),
                                                on_finished=self.onSegmentationFinished)
-            self.onRunStarted(self.ui.progressBar)
+            self.onRunStarted(self.ui.progressBar, self.ui.etaLabel)
 
     def onSegmentationFinished(self, state: RunState, segmentationNode) -> None:
         self.onRunFinished(state)
@@ -274,10 +274,10 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 self.logic.core.start_finetuning([(p.finetuneVolume, p.finetuneSegmentation)],
                                                  self.logic.finetuneParameters(p), on_finished=self.onRunFinished)
-            self.onRunStarted(self.ui.trainProgressBar)
+            self.onRunStarted(self.ui.trainProgressBar, self.ui.trainEstimateLabel)
 
-    def onRunStarted(self, progressBar) -> None:
-        self._progressBar = progressBar
+    def onRunStarted(self, progressBar, etaLabel) -> None:
+        self._progressBar, self._etaLabel = progressBar, etaLabel
         progressBar.setValue(0)
         progressBar.setVisible(True)
         self._timer.start()
@@ -290,14 +290,16 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onProgress(self, event: ProgressEvent) -> None:
         self._progressBar.setValue(int(100 * event.fraction))
-        self.ui.etaLabel.text = event.describe()
-        self.ui.lossLabel.text = event.metric_text("loss", "total")
-        self.ui.diceLabel.text = event.metric_text("mean_dice")
+        self._etaLabel.text = event.describe()
+        if "total" in event.metrics:
+            self.ui.lossLabel.text = event.metric_text("total")
+        if "mean_dice" in event.metrics:
+            self.ui.diceLabel.text = event.metric_text("mean_dice")
 
     def onRunFinished(self, state: RunState, *args) -> None:
         self._timer.stop()
         self._progressBar.setVisible(False)
-        self.ui.etaLabel.text = state.value
+        self._etaLabel.text = state.value
         self.updateButtons()
         if state is RunState.FAILED:
             slicer.util.errorDisplay(_("VoCo run failed."), detailedText=self.logic.core.process.error_message())
