@@ -1,9 +1,10 @@
 """Segment CT volumes with a model package: preprocess, sliding-window argmax, and labels back on the input grid.
 
-Memory (N = input voxels, M = preprocessed voxels, C = classes): the input volume, the preprocessed image
-(float32, M), the class-score sums (float16, C·M; float32 with ``accumulate_dtype="float32"``), the uint8 label
-on the preprocessed grid, and the label mapped back onto the input grid (one float32 copy during MONAI's
-inverse resampling, then uint8, N). No all-class float volume at input resolution is ever built.
+Memory (N = input voxels, M = preprocessed voxels, C = classes): the input volume (and one float32 copy during
+preprocessing), the preprocessed image (float32, M), the class-score sums (float16, C·M; float32 with
+``accumulate_dtype="float32"``), the uint8 label on the preprocessed grid, and the uint8 label on the input grid
+(N), filled by world-position nearest neighbour a few slices at a time. No all-class float volume at input
+resolution is ever built. On CUDA, preprocessing, windows and the label mapping all run on the GPU.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from vococore.errors import VoCoError
 from vococore.package import ModelPackage, load_package
-from vococore.preprocess import Preprocessor
+from vococore.preprocess import IMAGE, Preprocessed, build_transform, to_meta_tensor
 from vococore.sliding_window import BLEND_MODES, InferenceCancelled, sliding_window_argmax
 from vococore.volume import Volume
 
@@ -82,22 +83,49 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     roi = tuple(options.roi_size or package.roi_size)
     overlap = package.overlap if options.overlap is None else options.overlap
     amp = device.type == "cuda" if options.amp is None else options.amp
-    preprocessor = Preprocessor(package.preprocess)
-    pre = preprocessor(volume)
-    image = pre.image.as_tensor()[None].to(device)
+    pre = _preprocess_on(volume, package.preprocess, device)
     report = None if progress is None else (lambda done, total: progress(0.95 * done / total))
-    labels = sliding_window_argmax(network, image, roi, overlap=overlap, blend=options.blend,
+    labels = sliding_window_argmax(network, pre.image.as_tensor()[None], roi, overlap=overlap, blend=options.blend,
                                    sw_batch_size=options.sw_batch_size,
                                    accumulate_dtype=ACCUMULATE_DTYPES[options.accumulate_dtype], amp=amp,
                                    progress=report, cancel=cancel)
-    del image
-    back = preprocessor.invert(pre, labels.cpu())
-    if not volume.same_grid(back, atol=1e-3):
-        raise VoCoError(f"internal error: inverted label grid {back.shape} differs from the input {volume.shape}",
-                        volume.source)
+    back = labels_to_grid(labels, pre.affine, volume)
     if progress is not None:
         progress(1.0)
-    return volume.with_array(np.ascontiguousarray(back.array, dtype=np.uint8), labels=package.labels)
+    return volume.with_array(back, labels=package.labels)
+
+
+def _preprocess_on(volume: Volume, config, device: torch.device) -> Preprocessed:
+    """:class:`Preprocessor` run with the image already on ``device`` (resampling a large CT on the GPU)."""
+    transform = build_transform(config)
+    out = transform({IMAGE: to_meta_tensor(volume).to(device)})
+    return Preprocessed(image=out[IMAGE], label=None, original=volume, transform=transform)
+
+
+@torch.inference_mode()
+def labels_to_grid(labels: torch.Tensor, labels_affine: np.ndarray, target: Volume, slab: int = 8) -> np.ndarray:
+    """Nearest-neighbour map of a uint8 label (on any grid, any device) onto ``target``'s grid by world position.
+
+    This undoes padding, crop, spacing and orientation in one step (the preprocessed affine records them all),
+    a few slices at a time, so memory stays at the uint8 output plus one slab of indices.
+    """
+    to_labels = torch.as_tensor(np.linalg.inv(labels_affine) @ target.affine, dtype=torch.float64,
+                                device=labels.device)
+    ni, nj, nk = target.shape
+    grid = torch.stack(torch.meshgrid(torch.arange(ni, device=labels.device, dtype=torch.float64),
+                                      torch.arange(nj, device=labels.device, dtype=torch.float64),
+                                      indexing="ij"), -1).reshape(-1, 2)
+    limits = torch.as_tensor(labels.shape, device=labels.device)
+    out = np.empty(target.shape, dtype=np.uint8)
+    for k0 in range(0, nk, slab):
+        ks = torch.arange(k0, min(k0 + slab, nk), device=labels.device, dtype=torch.float64)
+        ijk = torch.cat([grid.repeat(len(ks), 1), ks.repeat_interleave(len(grid))[:, None]], 1)
+        idx = torch.round(ijk @ to_labels[:3, :3].T + to_labels[:3, 3]).long()
+        inside = ((idx >= 0) & (idx < limits)).all(1)
+        values = torch.zeros(len(idx), dtype=torch.uint8, device=labels.device)
+        values[inside] = labels[idx[inside, 0], idx[inside, 1], idx[inside, 2]]
+        out[:, :, k0:k0 + len(ks)] = values.reshape(len(ks), ni, nj).permute(1, 2, 0).cpu().numpy()
+    return out
 
 
 def plan_outputs(inputs: list[str | os.PathLike], output: str | os.PathLike, suffix: str = ".nii.gz"
