@@ -18,8 +18,9 @@ $(STAMP): $(REQ) VoCoCore/pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e VoCoCore
 	touch $(STAMP)
 
+# The main job: VoCo end to end on the bundled real CT (about 10 minutes on 2 CPU cores); see output/demo/report.md
 demo: $(STAMP)
-	$(VENV)/bin/vococore info $$($(VENV)/bin/vococore sample-data TotalSegCT) $$($(VENV)/bin/vococore sample-data TotalSegDICOM)
+	PYTHONPATH=VoCoSlicer $(VENV)/bin/python -m VoCoSlicerLib.demo --output output/demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest Testing -q
