@@ -208,7 +208,7 @@ def validate(model: torch.nn.Module, cases, roi_size, overlap: float, labels, st
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
-    from vococore.sliding_window import sliding_window_argmax
+    from vococore.sliding_window import argmax_in_slabs, sliding_window_scores
 
     n = len(labels) + 1
     metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
@@ -216,8 +216,8 @@ def validate(model: torch.nn.Module, cases, roi_size, overlap: float, labels, st
     model.eval()
     bar = Progress("validate", len(cases), json_lines=json_progress)
     for case in cases:
-        pred = sliding_window_argmax(model, case.image[None].to(device), roi_size, overlap=overlap,
-                                     accumulate_dtype=torch.float32)
+        pred = argmax_in_slabs(sliding_window_scores(model, case.image[None].to(device), roi_size,
+                                                     overlap=overlap, accumulate_dtype=torch.float32))
         metric(one_hot(pred[None, None].long(), n), one_hot(case.label[None].long().to(device), n))
         bar.update()
     per_class = metric.aggregate().cpu().tolist()

@@ -1,10 +1,10 @@
 """Segment CT volumes with a model package: preprocess, sliding-window argmax, and labels back on the input grid.
 
 Memory (N = input voxels, M = preprocessed voxels, C = classes): the input volume (and one float32 copy during
-preprocessing), the preprocessed image (float32, M), the class-score sums (float16, C·M; float32 with
-``accumulate_dtype="float32"``), the uint8 label on the preprocessed grid, and the uint8 label on the input grid
-(N), filled by world-position nearest neighbour a few slices at a time. No all-class float volume at input
-resolution is ever built. On CUDA, preprocessing, windows and the label mapping all run on the GPU.
+preprocessing), the preprocessed image (float32, M), the class scores (float16, C·M; float32 with
+``accumulate_dtype="float32"``) and a float32 weight map (M), and the uint8 label on the input grid (N), filled a
+few slices at a time (scores interpolated trilinearly then argmax, or the argmax label by nearest neighbour).
+No all-class float volume at input resolution is ever built. On CUDA, all of it runs on the GPU.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 from vococore.errors import VoCoError
 from vococore.package import ModelPackage, load_package
 from vococore.preprocess import IMAGE, Preprocessed, build_transform, to_meta_tensor
-from vococore.sliding_window import BLEND_MODES, InferenceCancelled, sliding_window_argmax
+from vococore.sliding_window import BLEND_MODES, InferenceCancelled, argmax_in_slabs, sliding_window_scores
 from vococore.volume import Volume
 
 __all__ = ["InferenceCancelled", "InferenceOptions", "pick_device", "plan_outputs", "segment", "segment_files"]
@@ -40,8 +40,11 @@ class InferenceOptions:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | None = None  # None: on for CUDA (float16), off on CPU
     accumulate_dtype: str = "float16"
+    interpolation: str = "linear"  # linear: class scores onto the input grid, then argmax; nearest: the label
 
     def __post_init__(self) -> None:
+        if self.interpolation not in ("linear", "nearest"):
+            raise VoCoError(f"interpolation must be linear or nearest, got {self.interpolation!r}")
         if self.blend not in BLEND_MODES:
             raise VoCoError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
         if self.accumulate_dtype not in ACCUMULATE_DTYPES:
@@ -85,11 +88,14 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     amp = device.type == "cuda" if options.amp is None else options.amp
     pre = _preprocess_on(volume, package.preprocess, device)
     report = None if progress is None else (lambda done, total: progress(0.95 * done / total))
-    labels = sliding_window_argmax(network, pre.image.as_tensor()[None], roi, overlap=overlap, blend=options.blend,
-                                   sw_batch_size=options.sw_batch_size,
+    scores = sliding_window_scores(network, pre.image.as_tensor()[None], roi, overlap=overlap,
+                                   blend=options.blend, sw_batch_size=options.sw_batch_size,
                                    accumulate_dtype=ACCUMULATE_DTYPES[options.accumulate_dtype], amp=amp,
                                    progress=report, cancel=cancel)
-    back = labels_to_grid(labels, pre.affine, volume)
+    if options.interpolation == "linear":
+        back = scores_to_grid(scores, pre.affine, volume)
+    else:
+        back = labels_to_grid(argmax_in_slabs(scores), pre.affine, volume)
     if progress is not None:
         progress(1.0)
     return volume.with_array(back, labels=package.labels)
@@ -102,6 +108,46 @@ def _preprocess_on(volume: Volume, config, device: torch.device) -> Preprocessed
     return Preprocessed(image=out[IMAGE], label=None, original=volume, transform=transform)
 
 
+def _slab_points(target: Volume, k0: int, k1: int, device: torch.device) -> torch.Tensor:
+    """Voxel indices (n, 3) of target slices k0..k1-1, i fastest last: ordered (k, i, j) for a reshape."""
+    ni, nj, _ = target.shape
+    ii, jj = torch.meshgrid(torch.arange(ni, device=device, dtype=torch.float64),
+                            torch.arange(nj, device=device, dtype=torch.float64), indexing="ij")
+    plane = torch.stack([ii.reshape(-1), jj.reshape(-1)], 1)
+    ks = torch.arange(k0, k1, device=device, dtype=torch.float64)
+    return torch.cat([plane.repeat(len(ks), 1), ks.repeat_interleave(len(plane))[:, None]], 1)
+
+
+@torch.inference_mode()
+def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volume, slab: int = 4) -> np.ndarray:
+    """Argmax (uint8) on ``target``'s grid of class scores (C, X, Y, Z) interpolated trilinearly at each target
+    voxel's world position (zero outside, so background wins there) — MONAI's invert-then-argmax, computed a
+    few target slices at a time from the bounding box of scores those slices need."""
+    import torch.nn.functional as F
+
+    device = scores.device
+    to_scores = torch.as_tensor(np.linalg.inv(scores_affine) @ target.affine, dtype=torch.float64, device=device)
+    ni, nj, nk = target.shape
+    size = torch.as_tensor(scores.shape[1:], device=device)
+    out = np.empty(target.shape, dtype=np.uint8)
+    for k0 in range(0, nk, slab):
+        k1 = min(k0 + slab, nk)
+        pos = _slab_points(target, k0, k1, device) @ to_scores[:3, :3].T + to_scores[:3, 3]
+        lo = torch.clamp(pos.min(0).values.floor().long(), min=0)
+        hi = torch.minimum(pos.max(0).values.ceil().long() + 1, size)
+        if (hi <= lo).any():  # these slices lie outside the preprocessed region
+            out[:, :, k0:k1] = 0
+            continue
+        box = scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].float()
+        extent = (hi - lo - 1).clamp(min=1).to(torch.float64)
+        norm = ((pos - lo) / extent * 2 - 1).flip(-1).to(torch.float32)  # grid_sample wants (z, y, x) order
+        values = F.grid_sample(box[None], norm[None, :, None, None], mode="bilinear", padding_mode="zeros",
+                               align_corners=True)[0, :, :, 0, 0]
+        labels = values.argmax(0).to(torch.uint8)
+        out[:, :, k0:k1] = labels.reshape(k1 - k0, ni, nj).permute(1, 2, 0).cpu().numpy()
+    return out
+
+
 @torch.inference_mode()
 def labels_to_grid(labels: torch.Tensor, labels_affine: np.ndarray, target: Volume, slab: int = 8) -> np.ndarray:
     """Nearest-neighbour map of a uint8 label (on any grid, any device) onto ``target``'s grid by world position.
@@ -112,19 +158,15 @@ def labels_to_grid(labels: torch.Tensor, labels_affine: np.ndarray, target: Volu
     to_labels = torch.as_tensor(np.linalg.inv(labels_affine) @ target.affine, dtype=torch.float64,
                                 device=labels.device)
     ni, nj, nk = target.shape
-    grid = torch.stack(torch.meshgrid(torch.arange(ni, device=labels.device, dtype=torch.float64),
-                                      torch.arange(nj, device=labels.device, dtype=torch.float64),
-                                      indexing="ij"), -1).reshape(-1, 2)
     limits = torch.as_tensor(labels.shape, device=labels.device)
     out = np.empty(target.shape, dtype=np.uint8)
     for k0 in range(0, nk, slab):
-        ks = torch.arange(k0, min(k0 + slab, nk), device=labels.device, dtype=torch.float64)
-        ijk = torch.cat([grid.repeat(len(ks), 1), ks.repeat_interleave(len(grid))[:, None]], 1)
-        idx = torch.round(ijk @ to_labels[:3, :3].T + to_labels[:3, 3]).long()
+        k1 = min(k0 + slab, nk)
+        idx = torch.round(_slab_points(target, k0, k1, labels.device) @ to_labels[:3, :3].T + to_labels[:3, 3]).long()
         inside = ((idx >= 0) & (idx < limits)).all(1)
         values = torch.zeros(len(idx), dtype=torch.uint8, device=labels.device)
         values[inside] = labels[idx[inside, 0], idx[inside, 1], idx[inside, 2]]
-        out[:, :, k0:k0 + len(ks)] = values.reshape(len(ks), ni, nj).permute(1, 2, 0).cpu().numpy()
+        out[:, :, k0:k1] = values.reshape(k1 - k0, ni, nj).permute(1, 2, 0).cpu().numpy()
     return out
 
 

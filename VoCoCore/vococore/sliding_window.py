@@ -1,9 +1,8 @@
-"""Memory-bounded sliding-window segmentation: blended class scores summed in a low-precision buffer, then argmax.
+"""Memory-bounded sliding-window segmentation: blended class scores summed in a low-precision buffer.
 
-Unlike MONAI's ``sliding_window_inference``, no float32 output and count map are kept: the argmax of the
-weighted sum equals the argmax of the weighted mean (the weights are the same for every class of a voxel), so
-only a ``(C, X, Y, Z)`` sum in ``accumulate_dtype`` (float16 by default) and the uint8 result are needed.
-Window placement and blending weights are MONAI's (``dense_patch_slices``, ``compute_importance_map``).
+Unlike MONAI's ``sliding_window_inference``, the class scores are kept in ``accumulate_dtype`` (float16 by
+default; MONAI: float32) plus one float32 weight map, and normalised in place. Window placement and blending
+weights are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is MONAI's up to precision.
 """
 
 from __future__ import annotations
@@ -39,12 +38,13 @@ def _pad_to_roi(image: torch.Tensor, roi_size: Sequence[int]) -> tuple[torch.Ten
 
 
 @torch.inference_mode()
-def sliding_window_argmax(network: nn.Module | Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+def sliding_window_scores(network: nn.Module | Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
                           roi_size: Sequence[int], overlap: float = 0.5, blend: str = "gaussian",
                           sw_batch_size: int = 1, accumulate_dtype: torch.dtype = torch.float16,
                           amp: bool = False, progress: Callable[[int, int], None] | None = None,
                           cancel: Callable[[], bool] | None = None) -> torch.Tensor:
-    """Label map (X, Y, Z) uint8 of ``network`` applied in overlapping ``roi_size`` windows of ``image`` (1, 1, X, Y, Z).
+    """Blended class scores (C, X, Y, Z) in ``accumulate_dtype`` of ``network`` applied in overlapping
+    ``roi_size`` windows of ``image`` (1, 1, X, Y, Z): the weighted mean of the window outputs, as MONAI's.
 
     ``progress(done, total)`` is called after each batch of windows; ``cancel()`` returning True stops with
     :class:`InferenceCancelled`. ``amp`` runs the network under autocast (float16 on CUDA, bfloat16 on CPU).
@@ -64,6 +64,7 @@ def sliding_window_argmax(network: nn.Module | Callable[[torch.Tensor], torch.Te
     autocast = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                               enabled=amp)
     scores: torch.Tensor | None = None
+    weights = torch.zeros(size, dtype=torch.float32, device=device)
     total = len(windows)
     for start in range(0, total, sw_batch_size):
         if cancel is not None and cancel():
@@ -77,14 +78,17 @@ def sliding_window_argmax(network: nn.Module | Callable[[torch.Tensor], torch.Te
             scores = torch.zeros((out.shape[1], *size), dtype=accumulate_dtype, device=device)
         for window, window_scores in zip(batch_windows, out):
             scores[(slice(None), *window)] += window_scores.to(accumulate_dtype)
+            weights[window] += weight
         if progress is not None:
             progress(min(start + sw_batch_size, total), total)
     assert scores is not None
-    scores = scores[(slice(None), *crop)]
-    return _argmax_in_slabs(scores)
+    scores, weights = scores[(slice(None), *crop)], weights[tuple(crop)]
+    for x in range(scores.shape[1]):  # normalise in place, one x-plane at a time
+        scores[:, x] /= weights[x].to(accumulate_dtype)
+    return scores
 
 
-def _argmax_in_slabs(scores: torch.Tensor, slab_voxels: int = 1 << 22) -> torch.Tensor:
+def argmax_in_slabs(scores: torch.Tensor, slab_voxels: int = 1 << 22) -> torch.Tensor:
     """Argmax over classes in slabs along x, so the int64 temporary stays small; returns uint8 (X, Y, Z)."""
     if scores.shape[0] > 256:
         raise ValueError(f"{scores.shape[0]} classes do not fit a uint8 label map")

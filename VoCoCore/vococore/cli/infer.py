@@ -8,10 +8,13 @@ from vococore.inference import InferenceOptions, plan_outputs, segment_files
 from vococore.progress import Progress
 
 MEMORY_NOTE = """memory: with N input voxels, M voxels after preprocessing (the package's spacing, crop and padding)
-and C classes, infer keeps the input volume, the preprocessed image (float32, M), the class-score sums
-(float16, C*M; float32 with --accumulate-dtype float32), the uint8 label on the preprocessed grid, and the label
-on the input grid (float32 during the inverse resampling, then uint8, N). It never holds an all-class float volume
-at input resolution. The label is written on exactly the input grid (shape and affine)."""
+and C classes, infer keeps: the input volume and one float32 copy of it while preprocessing; the preprocessed
+image (float32, M); the class-score sums (float16, C*M; float32 with --accumulate-dtype float32); the uint8 label
+on the preprocessed grid (nearest mode only); a float32 weight map (M); and the uint8 label on the input grid (N),
+filled a few input slices at a time: class scores interpolated trilinearly at each voxel's world position, then
+argmax (--interpolation linear, MONAI's invert-then-argmax), or the label by nearest neighbour (nearest). It never
+holds an all-class float volume at input resolution. On CUDA, preprocessing, windows and this mapping run on the
+GPU. The label is written on exactly the input grid (shape and affine)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mixed precision (default: on for CUDA, off on CPU)")
     p.add_argument("--accumulate-dtype", default="float16", choices=["float16", "float32"],
                    help="precision of the summed class scores (default float16)")
+    p.add_argument("--interpolation", default="linear", choices=["linear", "nearest"],
+                   help="onto the input grid: class scores trilinear then argmax (default), or the label nearest")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--json-progress", action="store_true", help="print JSON progress lines on stdout")
     p.set_defaults(func=run)
@@ -44,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     inputs, outputs = plan_outputs(args.input, args.output, args.format)
     options = InferenceOptions(roi_size=tuple(args.roi) if args.roi else None, overlap=args.overlap,
                                blend=args.blend, sw_batch_size=args.sw_batch_size, device=args.device,
-                               amp=args.amp, accumulate_dtype=args.accumulate_dtype)
+                               amp=args.amp, accumulate_dtype=args.accumulate_dtype,
+                               interpolation=args.interpolation)
     bar = Progress("infer", total=100 * len(inputs), json_lines=args.json_progress)
     written = segment_files(args.model, inputs, outputs, options, overwrite=args.overwrite,
                             progress=lambda case, fraction: bar.update(int(100 * (case + fraction))))
