@@ -101,3 +101,20 @@ def test_dataset_is_reproducible_and_sharded(tmp_path, sample):
     r1 = list(StepShardSampler(2, 3, 5, rank=1, world_size=2))
     assert r0 == [12, 13, 16, 17] and r1 == [14, 15, 18, 19]
     assert list(StepShardSampler(2, 0, 5)) [6:] == list(StepShardSampler(2, 3, 5))  # resume = same indices
+
+
+def test_window_read_equals_region_extract():
+    """Reading only the region window from the cache gives exactly the pretext region (zero padding included)."""
+    import torch
+
+    from vococore.data.cache import decode, decode_window
+    from vococore.pretext import get_recipe, place_region
+
+    recipe, rng = get_recipe("small"), np.random.default_rng(0)
+    for shape in [(10, 12, 8), (200, 150, 40), (96, 96, 32), (120, 50, 100)]:
+        stored = rng.random(shape).astype(np.float16)
+        for seed in range(4):
+            placement = place_region(stored.shape, recipe, np.random.default_rng(seed))
+            window = decode_window(stored, np.rint(placement.offset).astype(int), placement.region_size)
+            expected = placement.extract(torch.from_numpy(decode(stored))[None])[0].numpy()
+            assert np.array_equal(window, expected), (shape, seed)

@@ -15,7 +15,7 @@ import torch
 from vococore.training.checkpoint import load_checkpoint
 
 VENV_BIN = Path(sys.executable).parent
-STEPS = 12
+STEPS = 10
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:

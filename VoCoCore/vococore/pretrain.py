@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vococore.config import save_config, to_dict
-from vococore.data.cache import VolumeCache
+from vococore.data.cache import VolumeCache, decode, decode_window
 from vococore.data.datalist import load_datalist
 from vococore.data.dataset import PretextDataset, make_loader, warm_cache
 from vococore.errors import VoCoError
@@ -99,15 +99,20 @@ def _hms(seconds: float) -> str:
 
 
 def make_sample_fn(recipe: Any):
-    """The per-volume sample builder: place the recipe's region on the cached image, then cut, label and augment
-    the crops (vococore.pretext) with the sample's own generator."""
+    """The per-volume sample builder: place the recipe's region on the cached image (reading and decoding only
+    that window in crop mode), then cut, label and augment the crops (vococore.pretext) with the sample's own
+    generator."""
     from vococore.pretext import PretextSampler, place_region
 
     sampler = PretextSampler(recipe)
 
     def make_sample(image: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         placement = place_region(image.shape, recipe, rng)
-        region = placement.extract(torch.from_numpy(np.ascontiguousarray(image))[None])
+        if placement.mode == "crop":
+            start = np.rint(placement.offset).astype(np.int64)
+            region = torch.from_numpy(decode_window(image, start, placement.region_size))[None]
+        else:
+            region = placement.extract(torch.from_numpy(decode(image))[None])
         sample = sampler(region, rng)
         return {"bases": sample.bases, "targets": sample.targets, "labels": sample.labels}
 
@@ -145,7 +150,8 @@ def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = F
             raise VoCoError("the config names no data: set 'data' to a datalist JSON, a folder or a glob pattern")
         paths = load_datalist(config.data, config.data_split)
         if dry_run:
-            return _dry_run(config, recipe, paths, info)
+            done = _resume_step(config, resume) if resume else 0
+            return _dry_run(config, recipe, paths, info, steps_left=config.steps - done)
         cache = VolumeCache(recipe.preprocess_config(), config.cache_dir, config.cache_limit_gb, config.cache_dtype)
         paths = _warm(cache, paths, config, info, json_progress)
         dataset = PretextDataset(paths, cache, make_sample_fn(recipe), seed=config.seed)
@@ -192,7 +198,15 @@ def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process (RSS)"
 
 
-def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistInfo,
+def _resume_step(config: PretrainConfig, resume: bool | str | os.PathLike) -> int:
+    """The step a resumed run would continue from."""
+    from vococore.training.checkpoint import load_checkpoint
+
+    path = Path(config.output_dir) / "checkpoints" / "last.pt" if resume is True else Path(resume)
+    return int(load_checkpoint(path)["step"])
+
+
+def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistInfo, steps_left: int,
              measure_steps: int = 2) -> DryRunReport:
     """Measure ``measure_steps`` real training steps on the first volumes (in-memory cache, nothing written)."""
     from vococore.models.voco import VoCoModel
@@ -216,7 +230,6 @@ def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistI
         times.append(time.perf_counter() - t)
     step_s = min(times)
     peak, kind = _peak_memory_gb(info.device)
-    steps_left = config.steps
     crops = config.batch_size * (recipe.num_bases + recipe.num_targets)
     return DryRunReport(device=str(info.device), amp=str(trainer.dtype).replace("torch.", "") if trainer.dtype
                         else "none", crops_per_step=crops, step_s=step_s, peak_memory_gb=peak, memory_kind=kind,

@@ -39,9 +39,28 @@ class CachedVolume:
 
     def as_float(self) -> np.ndarray:
         """The intensities as float32 0..1 (decoding uint8 storage)."""
-        if self.array.dtype == np.uint8:
-            return self.array.astype(np.float32) / 255.0
-        return self.array.astype(np.float32)
+        return decode(self.array)
+
+
+def decode(array: np.ndarray) -> np.ndarray:
+    """Stored intensities (float16, or uint8 = 255·x) as float32 0..1."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    return array.astype(np.float32)
+
+
+def decode_window(array: np.ndarray, start: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """The float32 box ``[start, start + size)`` of a stored (x, y, z) array, zero outside it (air after the HU
+    window). Only this box is read from a memory-mapped cache entry and decoded."""
+    start = np.asarray(start, dtype=np.int64)
+    out = np.zeros(size, dtype=np.float32)
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + np.asarray(size), np.asarray(array.shape))
+    if np.all(hi > lo):
+        dst = lo - start
+        out[dst[0]:dst[0] + hi[0] - lo[0], dst[1]:dst[1] + hi[1] - lo[1], dst[2]:dst[2] + hi[2] - lo[2]] = \
+            decode(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    return out
 
 
 def file_signature(path: Path) -> dict:

@@ -22,7 +22,7 @@ from vococore.errors import VoCoError
 
 log = logging.getLogger(__name__)
 
-# make_sample(image (x, y, z) float32 0..1, rng) -> dict of arrays/tensors for one volume.
+# make_sample(stored image (x, y, z), float16 or uint8 as cached, rng) -> dict of tensors for one volume.
 SampleFn = Callable[[np.ndarray, np.random.Generator], dict[str, Any]]
 
 
@@ -74,7 +74,7 @@ class PretextDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, n: int) -> dict[str, Any]:
         path = self.paths[self.volume_index(n)]
-        image = self.cache.get(path).as_float()
+        image = self.cache.get(path).array  # as stored (often memory-mapped): the sampler decodes what it cuts
         sample = self.make_sample(image, np.random.default_rng([self.seed, int(n)]))
         sample["index"] = int(n)
         return sample

@@ -248,6 +248,11 @@ class Trainer:
                         batch = next(iterator)
                     except StopIteration:
                         raise VoCoError(f"the data ran out at step {self.step} of {end}") from None
+                    except RuntimeError:
+                        if not stop.requested:  # Ctrl-C also reaches DataLoader workers, which then exit
+                            raise
+                        stopped = True
+                        break
                     t1 = time.perf_counter()
                     parts = self.train_step(batch)
                     t2 = time.perf_counter()
