@@ -102,8 +102,9 @@ def test_cancel_kills_the_process_tree_within_5_s_and_leaves_no_output(tmp_path,
 
 
 @pytest.fixture
-def tiny_package(tmp_path):
-    """A real model package: untrained MONAI BasicUNet, 3 mm preprocessing, two labels."""
+def slow_package(tmp_path):
+    """A real model package (untrained MONAI BasicUNet, two labels) whose 1.5 mm grid and 0.75 window overlap make
+    inference on TotalSegCT take minutes, so a cancel always lands mid-run, however loaded the machine is."""
     import torch
 
     from vococore.io import LabelInfo
@@ -115,13 +116,13 @@ def tiny_package(tmp_path):
     spec = BackboneSpec(arch="cnn", feature_size=8)
     package = ModelPackage(backbone=spec, labels=[LabelInfo(1, "organ", (1.0, 0.5, 0.0)),
                                                   LabelInfo(2, "bone", (0.9, 0.9, 0.8))],
-                           preprocess=PreprocessConfig(spacing=(3.0, 3.0, 3.0), min_size=(32, 32, 32)),
-                           roi_size=(32, 32, 32), overlap=0.5)
+                           preprocess=PreprocessConfig(spacing=(1.5, 1.5, 1.5), min_size=(32, 32, 32)),
+                           roi_size=(32, 32, 32), overlap=0.75)
     return save_package(build_segmenter(spec, out_channels=3), package, tmp_path / "tiny.vocomodel")
 
 
 @pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")
-def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, tiny_package):
+def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, slow_package):
     from vococore.io import read_volume
     from VoCoSlicerLib import nodes
     from VoCoSlicerLib.logic import VoCoLogic
@@ -130,7 +131,7 @@ def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, tiny_package
     events = []
     logic = VoCoLogic(mrml.scene, work_dir=tmp_path, on_progress=events.append)
     ct_node = nodes.node_from_volume(read_volume(sample("TotalSegCT")), mrml.scene, "CT")
-    process = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"), model_file=tiny_package)
+    process = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"), model_file=slow_package)
     with _cancelled_on_failure(process):
         _wait_for(lambda: bool(events), process)
     start = time.monotonic()
