@@ -86,7 +86,7 @@ def voco_checkpoint(tmp_path):
 def test_cancel_kills_the_process_tree_within_5_s_and_leaves_no_output(tmp_path, sample, voco_checkpoint):
     out = tmp_path / "report"
     inner = " ".join([*vococore_command(), "position", "--model", str(voco_checkpoint), "--input",
-                      str(sample("TotalSegCTSmall")), "--random", "8", "--output", str(out)])
+                      str(sample("TotalSegCTSmall")), "--random", "20", "--output", str(out)])
     # a shell in front, as Slicer's PythonSlicer launcher is: the real work happens in a child process
     process = BackgroundProcess(["/bin/sh", "-c", f"{inner}; echo finished"], outputs=[out]).start()
     with _cancelled_on_failure(process):
