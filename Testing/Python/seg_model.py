@@ -10,8 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SMALL_CONFIG = REPO / "VoCoCore" / "configs" / "finetune_small.yaml"
+SMALL_CONFIG = "finetune_small"  # the packaged CPU config
 # The test recipe: the small config shortened to 120 steps (about 40 s on 2 free cores).
 TEST_OVERRIDES = {"train.steps": 120, "train.val_every": 40, "train.checkpoint_every": 40}
 TOTALSEG = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}

@@ -67,10 +67,9 @@ def test_label_subset_by_totalsegmentator_names():
 
 @pytest.mark.parametrize("name", ["finetune_small.yaml", "finetune_swin_B.yaml"])
 def test_shipped_configs_load_and_name_known_labels(name):
-    from seg_model import REPO
     from vococore.finetune import load_finetune_config
 
-    config = load_finetune_config(REPO / "VoCoCore" / "configs" / name)
+    config = load_finetune_config(name)
     mapping, infos = select_classes(config.data.classes, label_table(config.data.label_table))
     assert len(infos) == len(config.data.classes) >= 4
     assert config.roi_size[0] % (32 if config.backbone.arch == "swin" else 16) == 0

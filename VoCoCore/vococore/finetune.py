@@ -78,26 +78,30 @@ class FinetuneConfig:
     device: str = "auto"
 
 
+def config_path(name: str | os.PathLike) -> Path:
+    """A config file, or a bare name of a packaged one (``finetune_small``, ``finetune_swin_B``)."""
+    from importlib import resources
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name if path.name.endswith(".yaml") else f"{path.name}.yaml"
+    packaged = resources.files("vococore").joinpath("configs", stem)
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise VoCoError("config file not found (packaged: finetune_small, finetune_swin_B)", path)
+
+
 def load_finetune_config(path: str | os.PathLike, overrides: dict | None = None) -> FinetuneConfig:
-    """Read the YAML config; relative data, weight and output paths are taken from the config file's folder,
-    and ``sample:NAME`` means the registered sample dataset NAME (e.g. ``sample:TotalSegCT``)."""
+    """Read the YAML config (a file or a packaged name); ``sample:NAME`` data entries become the registered
+    sample dataset NAME (e.g. ``sample:TotalSegCT``); other relative paths stay relative to the current folder."""
     from vococore.sampledata import fetch
 
-    config = load_config(FinetuneConfig, path, overrides)
-    root = Path(path).resolve().parent
-
-    def absolute(p: str | None) -> str | None:
-        if p is None:
-            return None
-        return str(fetch(p.removeprefix("sample:"))) if p.startswith("sample:") else str(root / p)
+    config = load_config(FinetuneConfig, config_path(path), overrides)
     data = config.data
-    config.output_dir = absolute(config.output_dir)
-    config.pretrained = absolute(config.pretrained)
-    data.datalist = absolute(data.datalist)
     for name in ("images", "labels", "val_images", "val_labels"):
-        setattr(data, name, [absolute(p) for p in getattr(data, name)])
-    if data.label_table != "totalseg":
-        data.label_table = absolute(data.label_table)
+        setattr(data, name, [str(fetch(p.removeprefix("sample:"))) if p.startswith("sample:") else p
+                             for p in getattr(data, name)])
     return config
 
 

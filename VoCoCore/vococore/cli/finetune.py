@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a SwinUNETR/BasicUNet segmentation model from a YAML config",
                        description="Writes config.yaml, checkpoints/last.pt and best.pt, best.vocomodel, "
                        "metrics.jsonl, validation.jsonl and tensorboard/ into the config's output_dir.")
-    p.add_argument("--config", required=True, help="YAML file (see VoCoCore/configs/finetune_*.yaml)")
+    p.add_argument("--config", required=True,
+                   help="YAML file, or a packaged config name: finetune_small (CPU demo), finetune_swin_B")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
     p.add_argument("--json-progress", action="store_true", help="print JSON progress lines on stdout")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -21,15 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
+    from vococore.cli.pretrain import parse_overrides
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"vococore finetune: --set expects KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    result = run_finetune(load_finetune_config(args.config, overrides), resume=args.resume,
+    result = run_finetune(load_finetune_config(args.config, parse_overrides(args.set)), resume=args.resume,
                           json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
                "best_step": result.best_step, "package": str(result.package) if result.package else None,
