@@ -139,3 +139,18 @@ def test_b_size_encoder_loads_completely(tmp_path):
     torch.save(build_encoder(spec(fs=48)).state_dict(), tmp_path / "b.pt")
     report = load_weights(build_encoder(spec(fs=48)), tmp_path / "b.pt")
     assert (len(report.matched), report.total, report.fraction) == (N_ENCODER, N_ENCODER, 1.0)
+
+
+def test_our_model_package_as_pretrained_weights(tmp_path):
+    from vococore.io.labels import make_labels
+    from vococore.package import ModelPackage, save_package
+
+    cnn = BackboneSpec(arch="cnn", feature_size=4, legacy_merging=False, use_checkpoint=False)
+    torch.manual_seed(6)
+    source = build_segmenter(cnn, 3)
+    save_package(source, ModelPackage(backbone=cnn, labels=make_labels({1: "a", 2: "b"}), roi_size=(32, 32, 32)),
+                 tmp_path / "m.vocomodel")
+    report = load_weights(build_segmenter(cnn, 6), tmp_path / "m.vocomodel")
+    assert report.layout.startswith("vococore model package") and report.legacy_merging is None  # not Swin
+    assert sorted(k for k, _, _ in report.shape_mismatch) == ["final_conv.bias", "final_conv.weight"]
+    assert len(report.matched) == report.total - 2 and report.unexpected == []

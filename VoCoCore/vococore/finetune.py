@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneData:
-    """Training pairs (a datalist or explicit lists; paths relative to the config file) and the labels to learn."""
+    """Training pairs (a datalist or explicit lists, or "sample:NAME" entries) and the labels to learn."""
 
     datalist: str | None = None  # MSD-style JSON: "training"/"validation" lists of {"image", "label"}
     images: list[str] = field(default_factory=list)
