@@ -73,3 +73,24 @@ def test_shipped_configs_load_and_name_known_labels(name):
     mapping, infos = select_classes(config.data.classes, label_table(config.data.label_table))
     assert len(infos) == len(config.data.classes) >= 4
     assert config.roi_size[0] % (32 if config.backbone.arch == "swin" else 16) == 0
+
+
+def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_path):
+    from vococore.models.backbones import BackboneSpec, build_encoder
+    from vococore.models.weights import load_weights
+
+    spec = BackboneSpec(arch="swin", feature_size=12, legacy_merging=False, use_checkpoint=False)
+    torch.save(build_encoder(spec).state_dict(), tmp_path / "VoCo_SSL_head.pt")  # official layout: flat, 145
+    more = {"backbone": {"arch": "swin", "feature_size": 12, "legacy_merging": False, "use_checkpoint": False},
+            "pretrained": str(tmp_path / "VoCo_SSL_head.pt"), "roi_size": [64, 64, 64],
+            "preprocess.min_size": [64, 64, 64], "train.samples_per_volume": 1}
+    config = small_config(tmp_path / "run", **more)
+    assert run_finetune(config, stop_after=1).step == 1
+    assert "matched 145/167" in (tmp_path / "run" / "load_report.txt").read_text()
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["backbone"]["legacy_merging"] is True and last["config"]["backbone"]["legacy_merging"] is True
+    resumed = run_finetune(small_config(tmp_path / "run", **more), resume=True, stop_after=1)
+    assert resumed.step == 2
+    # the run's weights load back as a recorded vococore checkpoint that keeps MONAI 1.3.0 merging
+    report = load_weights(build_encoder(spec), tmp_path / "run" / "checkpoints" / "last.pt")
+    assert report.legacy_merging is True and len(report.matched) == 145

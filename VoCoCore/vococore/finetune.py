@@ -2,6 +2,8 @@
 trained with DiceCE on positive/negative-balanced crops through the shared training loop, validated with a
 sliding window and MONAI DiceMetric, keeping the best model as a ready-to-use package.
 
+Pretrained weights decide the Swin patch merging: files that record it (ours) keep theirs, unrecorded ones are
+official releases and get MONAI 1.3.0's; the choice is written to config.yaml, checkpoints and the package.
 Outputs in ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/last.pt`` and ``checkpoints/best.pt``,
 ``best.vocomodel``, ``metrics.jsonl``, ``validation.jsonl``, ``tensorboard/``, ``load_report.txt`` (if pretrained).
 """
@@ -130,7 +132,9 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
     if not resume and (out / "checkpoints" / "last.pt").exists():
         raise VoCoError("holds a previous run; pass --resume to continue it or choose another output_dir", out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    previous = load_checkpoint(out / "checkpoints" / "last.pt") if resume else None
+    if previous is not None:  # keep the patch merging the run started with (it may come from the weights file)
+        config.backbone.legacy_merging = bool(previous["backbone"].get("legacy_merging"))
     seed_everything(config.train.seed)
     mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table), config.data.colors)
     train_cases, val_cases = _cases(config, mapping)
@@ -138,10 +142,14 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
     if config.pretrained and not resume:
         from vococore.models.weights import load_weights
 
-        report = load_weights(model, config.pretrained, config.pretrained_min_fraction,
-                              legacy_merging=config.backbone.legacy_merging)
+        report = load_weights(model, config.pretrained, config.pretrained_min_fraction)
         (out / "load_report.txt").write_text(report.summary(max_keys=50) + "\n")
         log.info("%s", report.summary())
+        if report.legacy_merging is not None and report.legacy_merging != config.backbone.legacy_merging:
+            log.warning("patch merging set to %s to match the pretrained weights (config said %s)",
+                        "MONAI 1.3.0" if report.legacy_merging else "MONAI >= 1.4", config.backbone.legacy_merging)
+            config.backbone.legacy_merging = report.legacy_merging
+    save_config(config, out / "config.yaml")
     info = DistInfo(device=pick_device(config.device))
     model.to(info.device)
     t = config.train
@@ -150,9 +158,9 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
     trainer = Trainer(model, _dice_ce_step(), loop, out, info, backbone=config.backbone, run_config=config,
                       kind="finetune", stage="finetune", json_progress=json_progress)
     best_dice, best_step = -1.0, 0
-    if resume:
+    if previous is not None:
         trainer.resume()
-        state = load_checkpoint(out / "checkpoints" / "last.pt").get("data_state", {})
+        state = previous.get("data_state") or {}
         best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
     crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
     history = []
