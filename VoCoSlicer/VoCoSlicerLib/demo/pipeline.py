@@ -29,7 +29,7 @@ class DemoSettings:
     """How much work each stage does; ``quick()`` gives the smallest settings (tests)."""
 
     output: Path = Path("output/demo")
-    pretrain_steps: int = 200
+    pretrain_steps: int = 120
     finetune_steps: int = 150
     validations: int = 3  # validation passes per fine-tuning run
     positions: int = 4
