@@ -75,3 +75,33 @@ def test_truncated_or_foreign_checkpoint_is_refused(tmp_path):
 
 class _Evil:
     """An arbitrary class: weights_only loading must refuse to unpickle it."""
+
+
+def test_warmup_then_half_cosine_per_step():
+    from vococore.training.loop import warmup_cosine
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_cosine(opt, warmup_steps=2, total_steps=6)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    np.testing.assert_allclose(lrs, [0.0, 0.5, 1.0, 0.8535534, 0.5, 0.1464466, 0.0], atol=1e-6)
+
+
+def test_training_checkpoint_rebuilds_the_voco_model(tmp_path):
+    """The loop's checkpoint carries model + backbone + recipe, so the method side's loader rebuilds it exactly."""
+    from vococore.config import to_dict
+    from vococore.models.voco import VoCoModel, load_voco_model
+    from vococore.pretext import get_recipe
+    from vococore.training.distributed import DistInfo
+    from vococore.training.loop import LoopConfig, Trainer
+
+    spec = BackboneSpec(arch="cnn", feature_size=4, legacy_merging=False)
+    model = VoCoModel(spec, "small")
+    trainer = Trainer(model, lambda m, b: {}, LoopConfig(steps=1), tmp_path / "run", DistInfo(), backbone=spec,
+                      recipe=to_dict(get_recipe("small")), tensorboard=False)
+    rebuilt = load_voco_model(trainer.save())
+    assert rebuilt.recipe == model.recipe
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()))

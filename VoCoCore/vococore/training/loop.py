@@ -171,6 +171,7 @@ class Trainer:
         self.dtype = autocast_dtype(config.amp, info.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.step = 0
+        self.last_lr = 0.0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -221,6 +222,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the lr this step used
         self.scheduler.step()
         self.step += 1
         return {k: float(v.detach().float().mean().item()) for k, v in parts.items()}
@@ -232,6 +234,8 @@ class Trainer:
         cfg, main = self.config, self.info.is_main
         start, end = self.step, cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         history: collections.deque = collections.deque(maxlen=10000)
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         writer = _tensorboard(self.output_dir, self.use_tensorboard and main)
         metrics_file = open(self.output_dir / "metrics.jsonl", "a") if main else None
         progress = Progress(self.stage, cfg.steps, initial=start, json_lines=self.json_progress and main, enabled=main)
@@ -258,7 +262,7 @@ class Trainer:
                     t2 = time.perf_counter()
                     wait_s, step_s = wait_s + (t1 - t0), step_s + (t2 - t0)
                     recent.append(t2 - t0)
-                    record = {"step": self.step, **parts, "lr": self.scheduler.get_last_lr()[0],
+                    record = {"step": self.step, **parts, "lr": self.last_lr,
                               "steps_per_s": len(recent) / sum(recent), "data_wait": wait_s / step_s}
                     history.append(record)
                     if main:
