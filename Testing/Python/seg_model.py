@@ -1,5 +1,5 @@
 """Shared by the segmentation tests: one small model fine-tuned once per test session on the TotalSegmentator
-example CT (BasicUNet, 6 mm, 32³ crops, 120 steps), so infer/evaluate tests reuse it instead of retraining."""
+example CT and its 30-slice slab (BasicUNet, 6 mm, 32³ crops, 120 steps), reused by the inference tests."""
 
 from __future__ import annotations
 

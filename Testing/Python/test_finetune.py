@@ -20,8 +20,8 @@ def test_small_model_learns_liver_on_the_training_case():
     out = trained_run()
     records = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [40, 80, 120]
-    # bar: liver Dice above 0.5 on the training case after 120 steps of the CPU-sized BasicUNet (0.76 measured);
-    # an untrained network scores about 0.1 here
+    # bar: liver Dice above 0.5 on the training CT (mean of the full volume and its slab) after 120 steps of the
+    # CPU-sized BasicUNet (0.68 measured; 0.54 after 40 steps)
     best = max(records, key=lambda r: r["mean_dice"])
     assert best["dice"]["liver"] > 0.5
     losses = [json.loads(line)["total"] for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -40,12 +40,12 @@ def test_dicom_series_geometry_and_liver_in_world_coordinates(sample, tmp_path):
     # the reference is stored y-flipped (LAS): bring it onto the series grid by world position, then compare
     reference = resample_to_grid(read_volume(sample("TotalSegDICOMLabels")), series).array
     dice = liver_dice(pred.array, reference)
-    # bar for a 120-step 6 mm CPU model trained on the other CT: 0.55 (0.69 measured)
-    assert dice > 0.55
+    # bar for a 120-step 6 mm CPU model trained on another patient's CT: 0.6 (0.75 measured)
+    assert dice > 0.6
     # geometry must be right: the same prediction with an axis flipped fails the check clearly
     for axis in (0, 1):
         flipped = liver_dice(np.flip(pred.array, axis=axis), reference)
-        assert flipped < 0.5 and flipped < dice - 0.15, (axis, flipped, dice)
+        assert flipped < 0.5 and flipped < dice - 0.2, (axis, flipped, dice)  # measured 0.34 (x), 0.43 (y)
 
 
 def test_folder_of_inputs_and_no_silent_overwrite(sample, tmp_path):
