@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from seg_model import TOTALSEG, run_cli
 from vococore.evaluate import evaluate
@@ -52,3 +53,23 @@ def test_shift_gives_hd95_in_mm_and_missing_labels(sample, tmp_path):
     spleen, absent = evaluate(no_spleen, reference, labels=[TOTALSEG["spleen"], 250])
     assert spleen.dice == 0.0 and spleen.hd95_mm == math.inf and spleen.pred_voxels == 0
     assert math.isnan(absent.dice) and absent.ref_voxels == 0
+
+
+def test_hd95_distance_transform_equals_brute_force_search():
+    """The fast path (distance transforms on orthogonal grids) gives the brute-force surface distances, with
+    anisotropic spacing and irregular shapes."""
+    from vococore.evaluate import _nearest_distances, hd95, surface_points
+
+    rng = np.random.default_rng(3)
+    affine = np.diag([0.8, 1.1, 2.5, 1.0])
+    affine[:3, 3] = [3.0, -4.0, 5.0]
+    a = np.zeros((40, 36, 20), bool)
+    b = np.zeros_like(a)
+    a[8:30, 5:25, 3:15] = True
+    b[12:35, 8:30, 5:18] = True
+    a |= rng.random(a.shape) > 0.995
+    b |= rng.random(b.shape) > 0.997
+    pa, pb = surface_points(a, affine), surface_points(b, affine)
+    brute = max(np.percentile(_nearest_distances(x, y), 95) for x, y in ((pa, pb), (pb, pa)))
+    assert hd95(a, b, affine) == pytest.approx(brute, abs=1e-4)
+    assert hd95(a, a, affine) == 0.0
