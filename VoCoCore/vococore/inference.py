@@ -111,7 +111,7 @@ def _preprocess_on(volume: Volume, config, device: torch.device) -> Preprocessed
 
 def _unpadded(scores: torch.Tensor, pre: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
     """Scores without the margins that the final padding (``min_size``) added, and the affine of what is left:
-    those voxels hold no image, so the input grid takes the border of the real data there, as MONAI's inverse does."""
+    those voxels hold no image, so input voxels near them follow the real data's border, as in MONAI's inverse."""
     pads = next((op["extra_info"]["padded"] for op in reversed(pre.image.applied_operations)
                  if op.get("class") == "SpatialPad"), None)
     if not pads:
@@ -136,31 +136,28 @@ def _slab_points(target: Volume, k0: int, k1: int, device: torch.device) -> torc
 @torch.inference_mode()
 def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volume, slab: int = 4) -> np.ndarray:
     """Argmax (uint8) on ``target``'s grid of class scores (C, X, Y, Z) interpolated trilinearly at each target
-    voxel's world position — MONAI's invert-then-argmax, computed a few target slices at a time from the bounding
-    box of scores those slices need. Positions within half a voxel outside the scores' grid take its border
-    values (as MONAI's Spacing inverse does); further out is background."""
+    voxel's world position (zero outside, so background wins beyond one voxel) — MONAI's invert-then-argmax,
+    computed a few target slices at a time from the bounding box of scores those slices need."""
     import torch.nn.functional as F
 
     device = scores.device
     to_scores = torch.as_tensor(np.linalg.inv(scores_affine) @ target.affine, dtype=torch.float64, device=device)
     ni, nj, nk = target.shape
-    last = torch.as_tensor(scores.shape[1:], device=device, dtype=torch.float64) - 1
+    size = torch.as_tensor(scores.shape[1:], device=device)
     out = np.zeros(target.shape, dtype=np.uint8)
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
         pos = _slab_points(target, k0, k1, device) @ to_scores[:3, :3].T + to_scores[:3, 3]
-        inside = ((pos >= -0.5) & (pos <= last + 0.5)).all(1)
-        if not inside.any():  # these slices lie outside the preprocessed region
+        lo = torch.clamp(pos.min(0).values.floor().long(), min=0)
+        hi = torch.minimum(pos.max(0).values.ceil().long() + 1, size)
+        if (hi <= lo).any():  # these slices lie outside the preprocessed region
             continue
-        pos = torch.minimum(pos[inside].clamp(min=0), last)
-        lo, hi = pos.min(0).values.floor().long(), pos.max(0).values.ceil().long()
-        box = scores[:, lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1].float()
-        extent = (hi - lo).clamp(min=1).to(torch.float64)
+        box = scores[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].float()
+        extent = (hi - lo - 1).clamp(min=1).to(torch.float64)
         norm = ((pos - lo) / extent * 2 - 1).flip(-1).to(torch.float32)  # grid_sample wants (z, y, x) order
-        values = F.grid_sample(box[None], norm[None, :, None, None], mode="bilinear", padding_mode="border",
+        values = F.grid_sample(box[None], norm[None, :, None, None], mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0, :, :, 0, 0]
-        labels = torch.zeros(len(inside), dtype=torch.uint8, device=device)
-        labels[inside] = values.argmax(0).to(torch.uint8)
+        labels = values.argmax(0).to(torch.uint8)
         out[:, :, k0:k1] = labels.reshape(k1 - k0, ni, nj).permute(1, 2, 0).cpu().numpy()
     return out
 
