@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # Real CT is read through the sample-data registry; this machine has a local mirror beside the checkout.
 export VOCOCORE_SAMPLE_DATA_MIRROR ?= $(abspath ../shared/data/ct)
 export VOCOCORE_CACHE ?= $(abspath .cache)
+# OpenMP threads sleep instead of spinning while they wait: on a busy or small CPU, spinning torch threads can make
+# small networks tens of times slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv demo test clean
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Must be set before torch starts OpenMP: spinning waits make small CPU networks many times slower under load.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # The local mirror beside the checkout (read-only); outside this machine the registry downloads instead.
 _DEFAULT_MIRROR = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct"
 if "VOCOCORE_SAMPLE_DATA_MIRROR" not in os.environ and _DEFAULT_MIRROR.is_dir():

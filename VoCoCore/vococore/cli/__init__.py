@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# OpenMP threads sleep rather than spin while they wait (set before torch loads; a user's value is kept): spinning
+# makes small networks many times slower on a busy or small CPU.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vococore.errors import VoCoError
 

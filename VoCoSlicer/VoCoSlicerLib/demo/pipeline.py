@@ -8,11 +8,9 @@ sub-volumes; then figures, the report and the scene.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from dataclasses import dataclass, field, replace
-from importlib import resources
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,7 @@ import numpy as np
 from vococore.errors import VoCoError
 
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left")
-COLORS = {"liver": (0.86, 0.55, 0.42), "spleen": (0.62, 0.26, 0.60), "kidney_right": (0.73, 0.19, 0.19),
-          "kidney_left": (0.87, 0.35, 0.27)}
+FEATURE_SIZE = 8  # BasicUNet width shared by the pretrained encoder and both fine-tuned models
 
 
 @dataclass
@@ -29,8 +26,8 @@ class DemoSettings:
     """How much work each stage does; ``quick()`` gives the smallest settings (tests)."""
 
     output: Path = Path("output/demo")
-    pretrain_steps: int = 120
-    finetune_steps: int = 150
+    pretrain_steps: int = 100
+    finetune_steps: int = 120
     validations: int = 3  # validation passes per fine-tuning run
     positions: int = 4
     organs: tuple[str, ...] = ORGANS
@@ -81,45 +78,42 @@ def _stage(result: DemoResult, name: str, number: int, total: int):
 
 
 def pretrain_config(settings: DemoSettings, out: Path):
-    """The packaged small-preset config, pointed at this run's folder and step budget."""
+    """The packaged small preset, with the demo's encoder width, step budget and folder."""
+    from vococore.cli.pretrain import config_path
     from vococore.config import load_config
     from vococore.pretrain import PretrainConfig
 
-    path = resources.files("vococore").joinpath("configs/pretrain_small.yaml")
     overrides = {"steps": settings.pretrain_steps, "output_dir": str(out / "pretrain"), "seed": settings.seed,
                  "device": settings.device, "checkpoint_every": max(settings.pretrain_steps, 1),
-                 "warmup_steps": max(1, settings.pretrain_steps // 10)}
-    return load_config(PretrainConfig, Path(str(path)), overrides)
+                 "warmup_steps": max(1, settings.pretrain_steps // 10),
+                 "backbone.feature_size": FEATURE_SIZE}
+    return load_config(PretrainConfig, config_path("pretrain_small"), overrides)
 
 
-def finetune_config(settings: DemoSettings, out: Path, name: str, backbone, preprocess, pretrained: Path | None):
-    """One fine-tuning run on the TotalSegmentator example CT; identical for both runs except ``pretrained``."""
-    from vococore.finetune import FinetuneConfig, FinetuneData, FinetuneTrain
-    from vococore.sampledata import fetch
+def finetune_config(settings: DemoSettings, out: Path, name: str, pretrained: Path | None):
+    """The packaged CPU fine-tuning preset (6 mm, 32³ crops, the CT and its slab); both runs differ only in
+    ``pretrained``. The encoder was pretrained at the small recipe's 3 mm: the demo shows the mechanics."""
+    from vococore.finetune import load_finetune_config
 
     steps = settings.finetune_steps
-    return FinetuneConfig(
-        output_dir=str(out / name), backbone=replace(backbone), pretrained=None if pretrained is None else str(pretrained),
-        pretrained_min_fraction=0.3,  # the CNN encoder is 40 of the 82 tensors of the segmenter
-        preprocess=replace(preprocess, min_size=(32, 32, 32)), roi_size=(32, 32, 32),
-        data=FinetuneData(images=[str(fetch("TotalSegCT"))], labels=[str(fetch("TotalSegCTLabels"))],
-                          classes=list(settings.organs),
-                          colors={o: list(COLORS[o]) for o in settings.organs if o in COLORS}),
-        train=FinetuneTrain(steps=steps, lr=3e-3, warmup_steps=max(1, steps // 15), samples_per_volume=4, pos=3.0,
-                            neg=1.0, val_every=max(1, steps // settings.validations), val_overlap=0.25, amp="none",
-                            checkpoint_every=steps, seed=settings.seed),
-        description=f"demo fine-tuning ({name})", device=settings.device)
+    overrides = {"output_dir": str(out / name), "pretrained": None if pretrained is None else str(pretrained),
+                 "pretrained_min_fraction": 0.3,  # the CNN encoder is 40 of the segmenter's 82 tensors
+                 "backbone.feature_size": FEATURE_SIZE, "data.classes": list(settings.organs),
+                 "train.steps": steps, "train.val_every": max(1, steps // settings.validations),
+                 "train.checkpoint_every": steps, "train.seed": settings.seed, "device": settings.device,
+                 "description": f"VoCo demo ({name})"}
+    return load_finetune_config("finetune_small", overrides)
 
 
 def reference_on_grid(ct, organs: tuple[str, ...]) -> np.ndarray:
     """The DICOM series' reference labels on its own grid (through world coordinates), remapped to class ids
     1..N in ``organs`` order (TotalSegmentator names); organs absent from the reference stay absent."""
+    from vococore.finetune_data import label_table
     from vococore.io import read_volume
     from vococore.resample import resample_to_grid
     from vococore.sampledata import fetch
 
-    table = json.loads(resources.files("vococore").joinpath("data/totalseg_v2_labels.json").read_text())["labels"]
-    ids = {name: int(i) for i, name in table.items()}
+    ids = {name: value for value, name in label_table("totalseg").items()}
     source = resample_to_grid(read_volume(fetch("TotalSegDICOMLabels")), ct).array
     out = np.zeros(ct.shape, dtype=np.uint8)
     for cls, organ in enumerate(organs, start=1):
@@ -158,15 +152,13 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         config = pretrain_config(settings, out)
         run_pretraining(config)
         checkpoint = out / "pretrain" / "checkpoints" / "last.pt"
-    recipe = get_recipe(config.recipe)
-    preprocess = recipe.preprocess_config()
+    preprocess = get_recipe(config.recipe).preprocess_config()
 
     with _stage(result, "fine-tuning", 2, total):
         runs = {}
         for name, init in (("pretrained", checkpoint), ("scratch", None)):
             print(f"  fine-tuning from {'the VoCo encoder' if init else 'scratch'}", flush=True)
-            runs[name] = run_finetune(finetune_config(settings, out, f"finetune_{name}", config.backbone,
-                                                      preprocess, init))
+            runs[name] = run_finetune(finetune_config(settings, out, f"finetune_{name}", init))
 
     with _stage(result, "inference", 3, total):
         ct = read_volume(fetch("TotalSegDICOM"))
