@@ -69,7 +69,8 @@ def test_report_numbers_come_from_the_run(demo):
     for stage, seconds in demo.seconds.items():
         assert re.search(rf"^\| {stage} \| [^|]+ \| {seconds:.0f} \|", report, re.M), stage
     records = [json.loads(line) for line in (demo.output / "pretrain" / "metrics.jsonl").read_text().splitlines()]
-    first = np.mean([r["total"] for r in records[:6]])
+    n = max(1, min(10, len(records) // 2))
+    first = np.mean([r["total"] for r in records[:n]])
     assert f"| total | {first:.4f} |" in report
 
 
@@ -99,7 +100,8 @@ def test_scene_reloads_with_slicer_core(demo, tmp_path):
     assert len(tables) == 1
     predicted, true = table_values(tables[0])
     positions = json.loads((demo.output / "positions" / "positions.json").read_text())
-    np.testing.assert_allclose(predicted, positions["subvolumes"][0]["predicted"], rtol=1e-6)
+    # the scene stores tables as text with 6 significant digits
+    np.testing.assert_allclose(predicted, positions["subvolumes"][0]["predicted"], rtol=1e-5)
     np.testing.assert_allclose(true, positions["subvolumes"][0]["true"], rtol=1e-12)
 
 

@@ -26,8 +26,8 @@ class DemoSettings:
     """How much work each stage does; ``quick()`` gives the smallest settings (tests)."""
 
     output: Path = Path("output/demo")
-    pretrain_steps: int = 100
-    finetune_steps: int = 120
+    pretrain_steps: int = 300
+    finetune_steps: int = 200
     validations: int = 3  # validation passes per fine-tuning run
     positions: int = 4
     organs: tuple[str, ...] = ORGANS
@@ -38,7 +38,7 @@ class DemoSettings:
     @classmethod
     def quick(cls, output: Path, **changes) -> "DemoSettings":
         """The smallest run that still exercises every stage (a few steps each)."""
-        return cls(output=output, pretrain_steps=12, finetune_steps=10, validations=1, positions=2, **changes)
+        return cls(output=output, pretrain_steps=20, finetune_steps=20, validations=1, positions=2, **changes)
 
 
 @dataclass
