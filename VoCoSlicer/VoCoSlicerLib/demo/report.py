@@ -69,7 +69,8 @@ def _loss_trend(records: list[dict], parts: list[str]) -> str:
     if "inter" in change:
         text += (" The inter-volume term is measured against pseudo-labels from the EMA teacher, which start near "
                  "zero and grow more informative as the teacher catches up with the student, so early on it rises "
-                 "by construction and is not comparable across steps (users of the official code report the same).")
+                 "by construction and is not comparable across steps (users of the official code report flat or rising "
+                 "losses early on, VoCo issue #24).")
     return text
 
 
