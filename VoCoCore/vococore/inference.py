@@ -22,6 +22,7 @@ from vococore.errors import VoCoError
 from vococore.package import ModelPackage, load_package
 from vococore.preprocess import IMAGE, Preprocessed, build_transform, to_meta_tensor
 from vococore.sliding_window import BLEND_MODES, InferenceCancelled, argmax_in_slabs, sliding_window_scores
+from vococore.training.distributed import pick_device
 from vococore.volume import Volume
 
 __all__ = ["InferenceCancelled", "InferenceOptions", "pick_device", "plan_outputs", "segment", "segment_files"]
@@ -53,15 +54,6 @@ class InferenceOptions:
             raise VoCoError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.sw_batch_size < 1:
             raise VoCoError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` = CUDA when available, else CPU; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VoCoError(f"device {name!r} requested but this torch has no usable CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def _resolve(model: str | os.PathLike | tuple[nn.Module, ModelPackage], device: torch.device

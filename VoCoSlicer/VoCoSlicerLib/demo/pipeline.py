@@ -8,8 +8,10 @@ sub-volumes; then figures, the report and the scene.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,19 +64,14 @@ def _prepare(settings: DemoSettings) -> Path:
     return out
 
 
-def _stage(result: DemoResult, name: str, number: int, total: int):
-    """Context manager printing the stage header and recording its wall time."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def timed():
-        print(f"\n[{number}/{total}] {name}", flush=True)
-        start = time.perf_counter()
-        yield
-        result.seconds[name] = time.perf_counter() - start
-        print(f"[{number}/{total}] {name}: {result.seconds[name]:.0f} s", flush=True)
-
-    return timed()
+@contextlib.contextmanager
+def _stage(result: DemoResult, name: str, number: int, total: int) -> Iterator[None]:
+    """Print the stage header and record its wall time in ``result.seconds``."""
+    print(f"\n[{number}/{total}] {name}", flush=True)
+    start = time.perf_counter()
+    yield
+    result.seconds[name] = time.perf_counter() - start
+    print(f"[{number}/{total}] {name}: {result.seconds[name]:.0f} s", flush=True)
 
 
 def pretrain_config(settings: DemoSettings, out: Path):
@@ -188,7 +185,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         parts = [k for k in ("intra", "inter", "reg", "pos", "neg", "total") if k in records[0]]
         figures.plot_pretrain_loss(records, parts, out)
         figures.plot_finetune({n: figures.read_metrics(out / f"finetune_{n}" / "metrics.jsonl") for n in runs},
-                              {n: [v for v in r.history] for n, r in runs.items()}, out)
+                              {n: r.history for n, r in runs.items()}, out)
         pre = Preprocessor(preprocess)(grid_ct)
         for view in ("axial", "coronal"):
             figures.plot_grid(pre.image[0].numpy(), pre.affine, positions.base_boxes_world, view, out,
