@@ -53,8 +53,8 @@ def _convert(tp: Any, value: Any, source: Any, where: str) -> Any:
     if origin is dict and isinstance(value, dict):
         return {_convert(args[0], k, source, where): _convert(args[1], v, source, where)
                 for k, v in value.items()} if args else dict(value)
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        return _to_float(value, source, where)
     if tp is int and isinstance(value, bool):
         raise VoCoError(f"{where} must be an integer, got {value!r}", source)
     if tp in (int, str, bool) and not isinstance(value, tp):
@@ -62,6 +62,16 @@ def _convert(tp: Any, value: Any, source: Any, where: str) -> Any:
     if tp is Path or tp is typing.Optional[Path]:
         return Path(value)
     return value
+
+
+def _to_float(value: Any, source: Any, where: str) -> float:
+    """A number; strings such as ``1e-3`` too, which YAML 1.1 (PyYAML) reads as text when they lack a dot."""
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise VoCoError(f"{where} must be a number, got {value!r}", source)
 
 
 def to_dict(obj: Any) -> Any:

@@ -1,0 +1,26 @@
+"""YAML configs onto typed dataclasses: numbers written the YAML 1.1 way, and errors naming file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from vococore.config import load_config
+from vococore.errors import VoCoError
+from vococore.pretrain import PretrainConfig
+
+
+def test_exponent_without_dot_is_a_number_in_files_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5e-2\nsteps: 10\n")  # PyYAML reads both as strings
+    config = load_config(PretrainConfig, path, {"grad_clip": "1e0"})
+    assert (config.lr, config.weight_decay, config.grad_clip) == (0.001, 0.05, 1.0)
+    assert isinstance(config.lr, float)
+
+
+@pytest.mark.parametrize("key, value", [("lr", "fast"), ("lr", True), ("steps", "ten")])
+def test_wrong_types_name_the_file_and_key(tmp_path, key, value):
+    path = tmp_path / "run.yaml"
+    path.write_text("steps: 10\n")
+    with pytest.raises(VoCoError) as err:
+        load_config(PretrainConfig, path, {key: value})
+    assert key in str(err.value) and "run.yaml" in str(err.value)
