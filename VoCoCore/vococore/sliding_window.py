@@ -3,6 +3,7 @@
 Unlike MONAI's ``sliding_window_inference``, the class scores are kept in ``accumulate_dtype`` (float16 by
 default; MONAI: float32) plus one float32 weight map, and normalised in place. Window placement and blending
 weights are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is MONAI's up to precision.
+The network runs with the faster inference kernels of :mod:`vococore.models.fast_inference` (same numbers).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vococore.models.fast_inference import fast_inference
 
 BLEND_MODES = ("gaussian", "constant")
 
@@ -66,21 +69,22 @@ def sliding_window_scores(network: nn.Module | Callable[[torch.Tensor], torch.Te
     scores: torch.Tensor | None = None
     weights = torch.zeros(size, dtype=torch.float32, device=device)
     total = len(windows)
-    for start in range(0, total, sw_batch_size):
-        if cancel is not None and cancel():
-            raise InferenceCancelled(f"cancelled after {start} of {total} windows")
-        batch_windows = windows[start:start + sw_batch_size]
-        batch = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch_windows])
-        with autocast:
-            out = network(batch)
-        out = out.float() * weight
-        if scores is None:
-            scores = torch.zeros((out.shape[1], *size), dtype=accumulate_dtype, device=device)
-        for window, window_scores in zip(batch_windows, out):
-            scores[(slice(None), *window)] += window_scores.to(accumulate_dtype)
-            weights[window] += weight
-        if progress is not None:
-            progress(min(start + sw_batch_size, total), total)
+    with fast_inference(network):
+        for start in range(0, total, sw_batch_size):
+            if cancel is not None and cancel():
+                raise InferenceCancelled(f"cancelled after {start} of {total} windows")
+            batch_windows = windows[start:start + sw_batch_size]
+            batch = torch.cat([padded[(slice(None), slice(None), *w)] for w in batch_windows])
+            with autocast:
+                out = network(batch)
+            out = out.float() * weight
+            if scores is None:
+                scores = torch.zeros((out.shape[1], *size), dtype=accumulate_dtype, device=device)
+            for window, window_scores in zip(batch_windows, out):
+                scores[(slice(None), *window)] += window_scores.to(accumulate_dtype)
+                weights[window] += weight
+            if progress is not None:
+                progress(min(start + sw_batch_size, total), total)
     assert scores is not None
     scores, weights = scores[(slice(None), *crop)], weights[tuple(crop)]
     for x in range(scores.shape[1]):  # normalise in place, one x-plane at a time
