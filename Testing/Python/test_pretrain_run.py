@@ -1,4 +1,5 @@
-"""Pretraining on real CT with the small preset: the loss goes down; bad, tiny and blank volumes; --dry-run."""
+"""Pretraining on real CT with the small preset: the loss goes down on fresh crops and on one repeated batch; bad,
+tiny and blank volumes; --dry-run."""
 
 from __future__ import annotations
 
@@ -28,14 +29,30 @@ def _nifti(path, array, spacing=3.0):
     return path
 
 
-def test_loss_decreases_on_real_ct(tmp_path, sample):
-    """60 seeded steps of the small preset's model, data path and loop on one batch cut from the real sample CTs
-    (3 volumes cached: NIfTI, NIfTI and DICOM; the batch holds the first 2 of the seeded epoch), repeated.
+def test_loss_decreases_on_real_ct_with_fresh_crops(tmp_path):
+    """60 seeded steps of the packaged small preset, exactly as ``vococore pretrain --config pretrain_small``
+    runs it (the three sample CTs: NIfTI, NIfTI and DICOM; new regions, crops and augmentations every step).
 
-    Measured on the 2-core machine: total loss, mean of steps 1-10 = 1.054, steps 51-60 = 0.836 (-21 %); the
-    position (intra) part 0.696 -> 0.226. Asserted: total down by at least 0.1 and intra at least halved.
-    A fresh batch every step (the real run) does NOT show a clear drop within 60 steps: the loss first rises as
-    the EMA teacher catches up with the student (0.996 -> 0.971 at lr 1e-4, see the report), so it is not asserted.
+    Measured on the 2-core machine (seed 0): total loss, mean of steps 1-10 = 0.826, steps 51-60 = 0.585
+    (-29 %); intra 0.591 -> 0.516, inter 0.112 -> 0.006, reg 0.123 -> 0.064. Asserted: total down by at least 0.1
+    and intra down at all. Intra starts near the loss of a constant guess (0.59 for this recipe's labels), so
+    its fall is position learning; inter is near zero without row dropout (student and EMA teacher agree).
+    """
+    result = run_pretraining(_config(tmp_path, steps=60))
+    parts = {k: np.array([h[k] for h in result.history]) for k in ("total", "intra", "inter", "reg")}
+    assert len(parts["total"]) == 60 and all(np.isfinite(v).all() for v in parts.values())
+    first, last = ({k: float(v[s].mean()) for k, v in parts.items()} for s in (slice(0, 10), slice(50, 60)))
+    print({k: (round(first[k], 3), round(last[k], 3)) for k in parts})
+    assert last["total"] < first["total"] - 0.1
+    assert last["intra"] < first["intra"]
+
+
+def test_fits_one_repeated_batch(tmp_path, sample):
+    """Capacity check: the small preset's model, data path and loop, trained 60 steps on one batch cut from the
+    real sample CTs (3 volumes cached; the batch holds the first 2 of the seeded epoch), repeated.
+
+    Measured on the 2-core machine: total 0.754 -> 0.065; intra 0.553 -> 0.034. Asserted: total down by at
+    least 0.1 and intra at least halved.
     """
     from vococore.data.dataset import make_loader
     from vococore.models.voco import VoCoModel

@@ -60,13 +60,13 @@ def _loss_summary(records: list[dict], parts: list[str]) -> list[str]:
 
 
 def _loss_trend(records: list[dict], parts: list[str]) -> str:
-    """One sentence saying which loss parts fell and which rose in this run, with the known caveat."""
+    """One sentence saying which loss parts fell and which rose in this run, with the known caveat if inter rose."""
     n = max(1, min(10, len(records) // 2))
     change = {p: np.mean([r[p] for r in records[-n:]]) - np.mean([r[p] for r in records[:n]]) for p in parts}
     fell = [p for p, d in change.items() if d < 0]
     rose = [p for p, d in change.items() if d >= 0]
     text = f"In this run {', '.join(fell) or 'no part'} fell and {', '.join(rose) or 'no part'} rose."
-    if "inter" in change:
+    if change.get("inter", -1.0) >= 0:
         text += (" The inter-volume term is measured against pseudo-labels from the EMA teacher, which start near "
                  "zero and grow more informative as the teacher catches up with the student, so early on it rises "
                  "by construction and is not comparable across steps (users of the official code report flat or rising "
