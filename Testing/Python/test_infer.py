@@ -79,6 +79,18 @@ def test_segment_api_reports_progress_and_cancels(sample):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_class_argmax_equals_torch_argmax_with_ties(dtype):
+    from vococore.sliding_window import class_argmax
+
+    rng = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (6, 30, 20, 10), generator=rng).to(dtype)  # many ties: the first maximum wins
+    labels = class_argmax(scores)
+    assert labels.dtype == torch.uint8 and labels.shape == scores.shape[1:]
+    assert torch.equal(labels, scores.argmax(0).to(torch.uint8))
+    assert class_argmax(scores[:1]).eq(0).all()
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 def test_bounded_pipeline_agrees_with_monai_invert_then_argmax(sample, blend):
     """Ours (float16 scores, interpolated a few slices at a time) vs MONAI's sliding_window_inference (float32)

@@ -21,7 +21,8 @@ from torch import nn
 from vococore.errors import VoCoError
 from vococore.package import ModelPackage, load_package
 from vococore.preprocess import IMAGE, Preprocessed, build_transform, to_meta_tensor
-from vococore.sliding_window import BLEND_MODES, InferenceCancelled, argmax_in_slabs, sliding_window_scores
+from vococore.sliding_window import (BLEND_MODES, InferenceCancelled, argmax_in_slabs, class_argmax,
+                                     sliding_window_scores)
 from vococore.training.distributed import pick_device
 from vococore.volume import Volume
 
@@ -149,7 +150,7 @@ def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volu
         norm = ((pos - lo) / extent * 2 - 1).flip(-1).to(torch.float32)  # grid_sample wants (z, y, x) order
         values = F.grid_sample(box[None], norm[None, :, None, None], mode="bilinear", padding_mode="zeros",
                                align_corners=True)[0, :, :, 0, 0]
-        labels = values.argmax(0).to(torch.uint8)
+        labels = class_argmax(values)
         out[:, :, k0:k1] = labels.reshape(k1 - k0, ni, nj).permute(1, 2, 0).cpu().numpy()
     return out
 

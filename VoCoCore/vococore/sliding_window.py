@@ -92,6 +92,17 @@ def sliding_window_scores(network: nn.Module | Callable[[torch.Tensor], torch.Te
     return scores
 
 
+def class_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Argmax over the first (class) dim as uint8, first maximum on ties like ``argmax``. A running maximum over a
+    handful of classes is several times faster than ``argmax(0)``, which reduces across the strided class dim."""
+    best = scores[0].clone()
+    labels = torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for c in range(1, scores.shape[0]):
+        labels.masked_fill_(scores[c] > best, c)
+        torch.maximum(best, scores[c], out=best)
+    return labels
+
+
 def argmax_in_slabs(scores: torch.Tensor, slab_voxels: int = 1 << 22) -> torch.Tensor:
     """Argmax over classes in slabs along x, so the int64 temporary stays small; returns uint8 (X, Y, Z)."""
     if scores.shape[0] > 256:
@@ -99,5 +110,5 @@ def argmax_in_slabs(scores: torch.Tensor, slab_voxels: int = 1 << 22) -> torch.T
     labels = torch.empty(scores.shape[1:], dtype=torch.uint8, device=scores.device)
     step = max(1, slab_voxels // max(math.prod(scores.shape[2:]), 1))
     for x in range(0, scores.shape[1], step):
-        labels[x:x + step] = scores[:, x:x + step].argmax(dim=0).to(torch.uint8)
+        labels[x:x + step] = class_argmax(scores[:, x:x + step])
     return labels
