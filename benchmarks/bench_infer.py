@@ -2,11 +2,11 @@
 
 Baseline: ``monai.inferers.sliding_window_inference`` (fp32 logits of all classes on the preprocessed grid), the
 logits inverted onto the input grid with MONAI ``Invertd`` (bilinear, all classes, full resolution), argmax there.
-Ours: ``vococore.inference.segment_files`` (float16 score sums, argmax on the preprocessed grid, uint8 label
-inverted). Each variant runs read -> write in its own subprocess, so peak RSS (``ru_maxrss``) is honest.
+Ours: ``vococore.inference.segment_files`` (the same windows through the fast inference kernels, float16 score
+sums, scores interpolated onto the input grid a few slices at a time and argmaxed there). Each variant runs read -> write in its own subprocess, so peak RSS (``ru_maxrss``) is honest.
 Cases: the TotalSegmentator example CT, and a 512x512x300 volume resampled from it.
 
-    python benchmarks/bench_infer.py [--arch swin --feature-size 12 --roi 64] [--work DIR]
+    python benchmarks/bench_infer.py [--arch swin --feature-size 12] [--cases example_ct] [--work DIR]
 """
 
 from __future__ import annotations
@@ -113,8 +113,9 @@ def measure(variant: str, package: Path, source: Path, output: Path, overlap: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="swin", choices=["swin", "cnn"])
-    parser.add_argument("--feature-size", type=int, default=12)
+    parser.add_argument("--arch", default="cnn", choices=["swin", "cnn"])
+    parser.add_argument("--feature-size", type=int, default=8)
+    parser.add_argument("--cases", nargs="+", default=["example_ct", "resampled"], choices=["example_ct", "resampled"])
     parser.add_argument("--roi", type=int, default=64)
     parser.add_argument("--overlap", type=float, default=0.5)
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 300])
@@ -135,12 +136,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     package = work / "model.vocomodel"
     make_package(package, args.arch, args.feature_size, args.roi)
-    small = fetch("TotalSegCT")
-    large = work / "large_ct.nii.gz"
-    make_large(small, large, tuple(args.size))
+    cases = {"example_ct": fetch("TotalSegCT")}
+    if "resampled" in args.cases:
+        cases["resampled"] = work / "large_ct.nii.gz"
+        make_large(cases["example_ct"], cases["resampled"], tuple(args.size))
     print(f"model: {args.arch} fs {args.feature_size}, ROI {args.roi}^3, overlap {args.overlap}, gaussian, "
           f"{args.threads} threads")
-    for name, source in (("example_ct", small), ("resampled", large)):
+    for name in args.cases:
+        source = cases[name]
         shape = read_volume(source).shape
         results = {v: measure(v, package, source, work / f"{name}_{v}.nii.gz", args.overlap, args.threads)
                    for v in ("monai", "ours")}
