@@ -1,4 +1,5 @@
-"""YAML configs onto typed dataclasses: numbers written the YAML 1.1 way, and errors naming file and key."""
+"""YAML configs onto typed dataclasses: numbers written the YAML 1.1 way, errors naming file and key, and the
+same `--set` overrides in every command."""
 
 from __future__ import annotations
 
@@ -24,3 +25,12 @@ def test_wrong_types_name_the_file_and_key(tmp_path, key, value):
     with pytest.raises(VoCoError) as err:
         load_config(PretrainConfig, path, {key: value})
     assert key in str(err.value) and "run.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_set_takes_several_values_and_repeats_in_every_command(command):
+    from vococore.cli import build_parser
+    from vococore.cli.pretrain import parse_overrides
+
+    args = build_parser().parse_args([command, "--config", "x.yaml", "--set", "a.b=1", "c=[2, 3]", "--set", "d=1e-3"])
+    assert parse_overrides(args.overrides) == {"a.b": 1, "c": [2, 3], "d": "1e-3"}  # the config makes d a float

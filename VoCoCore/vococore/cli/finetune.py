@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from vococore.cli.pretrain import add_overrides_argument, parse_overrides
 from vococore.finetune import load_finetune_config, run_finetune
 
 
@@ -16,15 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="YAML file, or a packaged config name: finetune_small (CPU demo), finetune_swin_B")
     p.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
     p.add_argument("--json-progress", action="store_true", help="print JSON progress lines on stdout")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config entries, e.g. train.steps=20 output_dir=/tmp/run (values are YAML)")
+    add_overrides_argument(p, "train.steps=20 output_dir=/tmp/run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vococore.cli.pretrain import parse_overrides
-
-    result = run_finetune(load_finetune_config(args.config, parse_overrides(args.set)), resume=args.resume,
+    result = run_finetune(load_finetune_config(args.config, parse_overrides(args.overrides)), resume=args.resume,
                           json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
                "best_step": result.best_step, "package": str(result.package) if result.package else None,

@@ -19,9 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "vococore pretrain --config FILE.yaml")
     p.add_argument("--config", required=True, help="YAML file, or a packaged one: pretrain_small, pretrain_v2_B, "
                                                     "pretrain_v1_B")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config entry (dotted keys, YAML values), e.g. --set steps=100 "
-                        "--set backbone.feature_size=L")
+    add_overrides_argument(p, "steps=100 backbone.feature_size=L")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue exactly from output_dir/checkpoints/last.pt (or from CKPT)")
     p.add_argument("--dry-run", action="store_true", help="measure a couple of real steps, print time and memory "
@@ -41,6 +39,13 @@ def config_path(name: str) -> Path:
     if packaged.is_file():
         return Path(str(packaged))
     raise VoCoError("config file not found (packaged: pretrain_small, pretrain_v2_B, pretrain_v1_B)", path)
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE ...``, repeatable, the same for every command that reads a YAML config."""
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help=f"override config entries (dotted keys, YAML values), one or more per --set and "
+                             f"--set repeatable, e.g. --set {example}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
