@@ -26,6 +26,7 @@ WRAPPER_KEYS = ("state_dict", "network_weights", "net", "model", "student", "net
 SOURCE_PREFIXES = ("", "backbone.", "student.")
 RENAMES = (("swin_vit.", "swinViT."),)
 PACKAGE_METADATA_KEY = "vococore_package"
+SIDECAR_FORMAT = "vococore-encoder-export"  # the "format" of the JSON beside an export-encoder file
 
 
 @dataclass
@@ -54,7 +55,38 @@ def read_weights(path: str | os.PathLike) -> WeightSource:
         raise VoCoError("cannot read weights: not a weights-only torch file or safetensors file, or damaged "
                         f"({text[0] if text else type(exc).__name__}); refusing to unpickle arbitrary objects",
                         path) from None
-    return _unwrap(obj, path)
+    return _with_export_sidecar(_unwrap(obj, path), path)
+
+
+def sidecar_path(weights: str | os.PathLike) -> Path:
+    """Where ``export-encoder`` describes an exported encoder file: ``<file>.json`` beside it."""
+    weights = Path(weights)
+    return weights.with_name(weights.name + ".json")
+
+
+def _with_export_sidecar(source: WeightSource, path: Path) -> WeightSource:
+    """Take the backbone (patch merging included) from ``<file>.json`` written by ``export-encoder``, if it
+    describes exactly this file (same SHA-256); a stale or foreign sidecar is ignored and said so."""
+    from vococore.sampledata import sha256_of
+
+    sidecar = sidecar_path(path)
+    if source.backbone is not None or not sidecar.is_file():
+        return source
+    try:
+        info = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT or not isinstance(info.get("backbone"),
+                                                                                           dict):
+        return source
+    if info.get("weights_sha256") != sha256_of(path):
+        source.layout += f"; {sidecar.name} ignored (it describes another file: SHA-256 differs)"
+        return source
+    source.backbone = info["backbone"]
+    source.legacy_merging = bool(info["backbone"].get("legacy_merging"))
+    source.metadata.update({k: info[k] for k in ("recipe", "step") if k in info})
+    source.layout += f"; backbone from {sidecar.name}"
+    return source
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -1,18 +1,23 @@
 """Release files from pretraining checkpoints (voco-spec section 3): the encoder alone, as a flat fp32 dict with
 MONAI SwinUNETR(use_v2=True) key names (``swinViT.*`` + ``encoder{1,2,3,4,10}.*``, 145 tensors for Swin, no
-prefix), which both official loaders and ``SwinUNETR.load_state_dict(strict=False)`` accept."""
+prefix), which both official loaders and ``SwinUNETR.load_state_dict(strict=False)`` accept.
+
+A flat dict cannot say how it was trained, so a sidecar ``<file>.json`` records the backbone (feature size, patch
+merging), recipe, step and the file's SHA-256; ``vococore.models.weights`` reads it when it matches the file."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vococore.atomic import atomic_path
+from vococore.atomic import atomic_path, check_writable
 from vococore.errors import VoCoError
 from vococore.models.backbones import SWIN_ENCODER_MODULES
+from vococore.models.weights_layouts import SIDECAR_FORMAT, sidecar_path
 from vococore.training.checkpoint import checkpoint_backbone, load_checkpoint
 
 SWIN_ENCODER_TENSORS = 145
@@ -48,7 +53,8 @@ def encoder_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def export_encoder(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
                    overwrite: bool = False) -> ExportReport:
-    """Write the encoder of ``checkpoint_path`` to ``out_path`` (torch.save of a flat dict, atomic).
+    """Write the encoder of ``checkpoint_path`` to ``out_path`` (torch.save of a flat dict, atomic) and its
+    sidecar ``<out_path>.json`` (backbone incl. patch merging, recipe, step, SHA-256 of the weights).
 
     A Swin encoder gives exactly 145 tensors; a CNN (BasicUNet) checkpoint is refused, because its encoder keys
     (conv_0, down_1..4) match no official loader: fine-tune it from the training checkpoint instead.
@@ -64,7 +70,18 @@ def export_encoder(checkpoint_path: str | os.PathLike, out_path: str | os.PathLi
     if bad or len(state) != SWIN_ENCODER_TENSORS:
         raise VoCoError(f"encoder has {len(state)} tensors (expected {SWIN_ENCODER_TENSORS}); unexpected keys "
                         f"{bad[:3]}", checkpoint_path)
+    from vococore.config import to_dict
+    from vococore.sampledata import sha256_of
+
+    sidecar = sidecar_path(out_path)
+    check_writable(sidecar, overwrite)
     with atomic_path(out_path, overwrite=overwrite, suffix=".tmp") as tmp:
         torch.save(state, tmp)
+    recipe = ckpt.get("recipe")
+    description = {"format": SIDECAR_FORMAT, "backbone": to_dict(spec),
+                   "recipe": recipe.get("name") if isinstance(recipe, dict) else recipe, "step": ckpt.get("step"),
+                   "tensors": len(state), "weights_sha256": sha256_of(Path(out_path))}
+    with atomic_path(sidecar, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(json.dumps(description, indent=2) + "\n")
     return ExportReport(path=Path(out_path), tensors=len(state), parameters=sum(v.numel() for v in state.values()),
                         arch=spec.arch, feature_size=int(spec.feature_size), legacy_merging=spec.legacy_merging)
