@@ -91,6 +91,39 @@ def test_class_argmax_equals_torch_argmax_with_ties(dtype):
     assert class_argmax(scores[:1]).eq(0).all()
 
 
+@pytest.mark.parametrize("rotated", [False, True])
+def test_scores_to_grid_equals_grid_sample_trilinear(rotated):
+    """Both paths of scores_to_grid (three 1D interpolations for axis-aligned grids, grid_sample on boxes for a
+    rotation) against trilinear grid_sample on the whole score volume, with flips, a permutation, an offset and
+    target voxels beyond the scores (zero there)."""
+    from scipy.spatial.transform import Rotation
+
+    from vococore.inference import scores_to_grid
+    from vococore.volume import Volume
+
+    scores = torch.rand(4, 20, 18, 16, generator=torch.Generator().manual_seed(5))
+    scores_affine = np.diag([1.5, -1.5, 2.0, 1.0])
+    scores_affine[:3, 3] = [-3.0, 20.0, -2.0]
+    affine = np.zeros((4, 4))
+    affine[[1, 0, 2], [0, 1, 2]] = [-0.7, 1.1, 0.9]  # target i runs along -y, j along x
+    affine[:3, 3] = [-6.2, 12.3, -4.3]  # no target plane exactly one voxel outside
+    affine[3, 3] = 1.0
+    if rotated:
+        affine[:3, :3] = Rotation.from_euler("z", 10, degrees=True).as_matrix() @ affine[:3, :3]
+    target = Volume(np.zeros((40, 36, 30), dtype=np.int16), affine)
+    ours = scores_to_grid(scores.half(), scores_affine, target)
+
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in target.shape], indexing="ij"), -1).reshape(-1, 3)
+    pos = torch.as_tensor(ijk @ (np.linalg.inv(scores_affine) @ affine)[:3, :3].T
+                          + (np.linalg.inv(scores_affine) @ affine)[:3, 3])
+    norm = (pos / (torch.tensor(scores.shape[1:]) - 1) * 2 - 1).flip(-1).float()
+    values = torch.nn.functional.grid_sample(scores.half().float()[None], norm[None, :, None, None],
+                                             mode="bilinear", padding_mode="zeros", align_corners=True)
+    reference = values[0, :, :, 0, 0].numpy().argmax(0).reshape(target.shape)  # numpy: first maximum on ties
+    assert (reference == 0).mean() > 0.2 and (reference != 0).mean() > 0.2  # inside and beyond the scores
+    assert (ours == reference).mean() > 0.999
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 def test_bounded_pipeline_agrees_with_monai_invert_then_argmax(sample, blend):
     """Ours (float16 scores, interpolated a few slices at a time) vs MONAI's sliding_window_inference (float32)

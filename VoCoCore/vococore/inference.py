@@ -126,20 +126,67 @@ def _slab_points(target: Volume, k0: int, k1: int, device: torch.device) -> torc
     return torch.cat([plane.repeat(len(ks), 1), ks.repeat_interleave(len(plane))[:, None]], 1)
 
 
+def _axis_permutation(to_scores: np.ndarray) -> list[int] | None:
+    """For a target-voxel -> score-voxel matrix that only scales, flips and permutes axes (grids that differ by
+    orientation, spacing and crop), the score axis each target axis maps to; None for any rotation or shear."""
+    linear = np.abs(to_scores[:3, :3])
+    nonzero = linear > 1e-9 * linear.max()
+    if not ((nonzero.sum(0) == 1).all() and (nonzero.sum(1) == 1).all()):
+        return None
+    return [int(a) for a in nonzero.argmax(0)]
+
+
+def _lerp_along(values: torch.Tensor, dim: int, coords: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation (float32) of ``values`` along ``dim`` at fractional indices ``coords`` (1D), zero
+    beyond the edges as ``grid_sample(padding_mode="zeros", align_corners=True)``; ``dim`` gets ``len(coords)``."""
+    size = values.shape[dim]
+    low = torch.floor(coords)
+    frac = coords - low
+    below, above = low.long(), low.long() + 1
+    shape = [1] * values.dim()
+    shape[dim] = len(coords)
+    weights = [((1 - frac) * ((below >= 0) & (below < size))).float().view(shape),
+               (frac * ((above >= 0) & (above < size))).float().view(shape)]
+    return sum(values.index_select(dim, index.clamp(0, size - 1)).float() * weight
+               for index, weight in zip((below, above), weights))
+
+
+def _separable_slab(scores: torch.Tensor, to_scores: torch.Tensor, axes: list[int], ni: int, nj: int, k0: int,
+                    k1: int) -> torch.Tensor:
+    """Trilinear class scores (C, ni, nj, k1-k0) of target slices k0..k1-1 for an axis-aligned mapping, as three
+    1D interpolations (k first, so the gathers stay small)."""
+    device = scores.device
+    positions = [torch.arange(n, device=device, dtype=torch.float64) for n in (ni, nj)]
+    positions.append(torch.arange(k0, k1, device=device, dtype=torch.float64))
+    values = None
+    for target_axis in (2, 0, 1):
+        axis = axes[target_axis]
+        coords = positions[target_axis] * to_scores[axis, target_axis] + to_scores[axis, 3]
+        values = _lerp_along(scores if values is None else values, axis + 1, coords)
+    order = [axes[t] + 1 for t in range(3)]  # score dims holding target i, j, k
+    return values.permute(0, *order)
+
+
 @torch.inference_mode()
 def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volume, slab: int = 4) -> np.ndarray:
     """Argmax (uint8) on ``target``'s grid of class scores (C, X, Y, Z) interpolated trilinearly at each target
     voxel's world position (zero outside, so background wins beyond one voxel) — MONAI's invert-then-argmax,
-    computed a few target slices at a time from the bounding box of scores those slices need."""
+    computed a few target slices at a time: as three 1D interpolations when the grids differ only by axis order,
+    flips, spacing and offset (the usual case), else by ``grid_sample`` on the bounding box those slices need."""
     import torch.nn.functional as F
 
     device = scores.device
-    to_scores = torch.as_tensor(np.linalg.inv(scores_affine) @ target.affine, dtype=torch.float64, device=device)
+    matrix = np.linalg.inv(scores_affine) @ target.affine
+    to_scores = torch.as_tensor(matrix, dtype=torch.float64, device=device)
+    axes = _axis_permutation(matrix)
     ni, nj, nk = target.shape
     size = torch.as_tensor(scores.shape[1:], device=device)
     out = np.zeros(target.shape, dtype=np.uint8)
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
+        if axes is not None:
+            out[:, :, k0:k1] = class_argmax(_separable_slab(scores, to_scores, axes, ni, nj, k0, k1)).cpu().numpy()
+            continue
         pos = _slab_points(target, k0, k1, device) @ to_scores[:3, :3].T + to_scores[:3, 3]
         lo = torch.clamp(pos.min(0).values.floor().long(), min=0)
         hi = torch.minimum(pos.max(0).values.ceil().long() + 1, size)
