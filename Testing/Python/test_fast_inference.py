@@ -65,7 +65,12 @@ def test_training_autocast_and_special_padding_keep_the_default_path():
         assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             assert net.eval()(x).dtype == torch.bfloat16
-    odd = nn.Sequential(nn.Conv3d(1, 2, 3, padding="same"), nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"))
+    class Standardised(nn.Conv3d):  # a subclass that changes what the convolution computes
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self._conv_forward(x, self.weight - self.weight.mean(), self.bias)
+
+    odd = nn.Sequential(nn.Conv3d(1, 2, 3, padding="same"), nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"),
+                        Standardised(2, 2, 3, padding=1))
     with fast_inference(odd) as switched:
         assert switched == {"conv3d": 0, "attention": 0}
     with fast_inference(lambda t: t) as switched:  # any callable is accepted, nothing to switch

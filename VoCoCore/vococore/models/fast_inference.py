@@ -28,8 +28,11 @@ def _onednn_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _routable_conv(module: nn.Module) -> bool:
-    """A Conv3d whose padding is explicit zeros (what ``mkldnn_convolution`` computes) and not already patched."""
+    """A plain Conv3d (a subclass must not change what forward computes) with explicit zero padding (what
+    ``mkldnn_convolution`` computes), not already patched."""
+    cls = type(module)
     return (torch.backends.mkldnn.is_available() and isinstance(module, nn.Conv3d)
+            and cls.forward is nn.Conv3d.forward and cls._conv_forward is nn.Conv3d._conv_forward
             and module.padding_mode == "zeros" and isinstance(module.padding, tuple) and "forward" not in vars(module))
 
 
