@@ -21,6 +21,8 @@ MODELS = {"cnn fs 8": BackboneSpec(arch="cnn", feature_size=8),
 
 
 def _seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
+    """Mean seconds per call after one untimed call (kernel selection and caches warm up on the first)."""
+    net(x)
     start = time.perf_counter()
     for _ in range(repeats):
         net(x)
