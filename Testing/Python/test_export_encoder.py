@@ -4,7 +4,6 @@ with a clear message."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from vococore.cli import main
