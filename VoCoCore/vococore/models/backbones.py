@@ -73,15 +73,28 @@ def _basic_unet(spec: BackboneSpec, out_channels: int) -> nn.Module:
                      features=(f, 2 * f, 4 * f, 8 * f, 16 * f, f))
 
 
-class SwinEncoder(nn.Module):
+class _PooledEncoder(nn.Module):
+    """The encoder modules ``names`` of a segmentation ``net``; forward = each stage global-average-pooled,
+    concatenated (voco-spec 2.1). Subclasses say which feature maps are the stages."""
+
+    def __init__(self, spec: BackboneSpec, net: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        for name in names:
+            setattr(self, name, getattr(net, name))
+        self.spec = spec
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([s.mean(dim=(2, 3, 4)) for s in self.stages(x)], dim=1)
+
+
+class SwinEncoder(_PooledEncoder):
     """The SwinUNETR encoder of VoCo: global-average-pooled enc0, enc1, enc2, enc3, dec4, concatenated."""
 
     def __init__(self, spec: BackboneSpec) -> None:
-        super().__init__()
-        net = _swinunetr(spec, out_channels=1)
-        for name in SWIN_ENCODER_MODULES:
-            setattr(self, name, getattr(net, name))
-        self.spec = spec
+        super().__init__(spec, _swinunetr(spec, out_channels=1), SWIN_ENCODER_MODULES)
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five feature maps VoCo pools (hidden state 3 is not used, as in the official code)."""
@@ -89,19 +102,12 @@ class SwinEncoder(nn.Module):
         return [self.encoder1(x), self.encoder2(hidden[0]), self.encoder3(hidden[1]), self.encoder4(hidden[2]),
                 self.encoder10(hidden[4])]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([s.mean(dim=(2, 3, 4)) for s in self.stages(x)], dim=1)
 
-
-class CNNEncoder(nn.Module):
+class CNNEncoder(_PooledEncoder):
     """The encoder half of MONAI BasicUNet, pooled per stage like the Swin encoder (for CPU-sized runs)."""
 
     def __init__(self, spec: BackboneSpec) -> None:
-        super().__init__()
-        net = _basic_unet(spec, out_channels=1)
-        for name in CNN_ENCODER_MODULES:
-            setattr(self, name, getattr(net, name))
-        self.spec = spec
+        super().__init__(spec, _basic_unet(spec, out_channels=1), CNN_ENCODER_MODULES)
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at strides 1, 2, 4, 8, 16."""
@@ -109,9 +115,6 @@ class CNNEncoder(nn.Module):
         for name in CNN_ENCODER_MODULES[1:]:
             out.append(getattr(self, name)(out[-1]))
         return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([s.mean(dim=(2, 3, 4)) for s in self.stages(x)], dim=1)
 
 
 def build_encoder(spec: BackboneSpec) -> nn.Module:
