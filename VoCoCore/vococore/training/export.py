@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vococore.atomic import atomic_path, check_writable
+from vococore.atomic import atomic_path, check_writable, save_torch
 from vococore.errors import VoCoError
 from vococore.models.backbones import SWIN_ENCODER_MODULES
 from vococore.models.weights_layouts import SIDECAR_FORMAT, sidecar_path
@@ -75,8 +75,7 @@ def export_encoder(checkpoint_path: str | os.PathLike, out_path: str | os.PathLi
 
     sidecar = sidecar_path(out_path)
     check_writable(sidecar, overwrite)
-    with atomic_path(out_path, overwrite=overwrite, suffix=".tmp") as tmp:
-        torch.save(state, tmp)
+    save_torch(state, out_path, overwrite=overwrite)
     recipe = ckpt.get("recipe")
     description = {"format": SIDECAR_FORMAT, "backbone": to_dict(spec),
                    "recipe": recipe.get("name") if isinstance(recipe, dict) else recipe, "step": ckpt.get("step"),
