@@ -46,7 +46,8 @@ def fast_inference(network: nn.Module | Callable[[torch.Tensor], torch.Tensor]) 
     """While active, ``network`` uses the faster inference kernels above; everything is restored on exit.
 
     Yields how many layers were switched: ``{"conv3d": n, "attention": m}`` (zeros for a plain callable).
-    Both switches act only when no gradient is recorded; training and autocast keep PyTorch's default path.
+    Both switches act only when no gradient is recorded, so training keeps PyTorch's default path; the
+    convolutions also keep it under autocast.
     """
     modules = list(network.modules()) if isinstance(network, nn.Module) else []
     convs = [m for m in modules if _routable_conv(m)]
