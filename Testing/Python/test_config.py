@@ -34,3 +34,14 @@ def test_set_takes_several_values_and_repeats_in_every_command(command):
 
     args = build_parser().parse_args([command, "--config", "x.yaml", "--set", "a.b=1", "c=[2, 3]", "--set", "d=1e-3"])
     assert parse_overrides(args.overrides) == {"a.b": 1, "c": [2, 3], "d": "1e-3"}  # the config makes d a float
+
+
+def test_config_path_finds_packaged_configs_and_lists_them_when_missing(tmp_path):
+    from vococore.config import config_path
+
+    assert config_path("pretrain_small").name == config_path("pretrain_small.yaml").name == "pretrain_small.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text("steps: 1\n")
+    assert config_path(own) == own
+    with pytest.raises(VoCoError, match=r"nope.*not found \(packaged: finetune_small, finetune_swin_B\)"):
+        config_path("nope", "finetune")

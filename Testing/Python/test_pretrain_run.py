@@ -11,7 +11,7 @@ import numpy as np
 
 from vococore.cli import main
 from vococore.config import load_config
-from vococore.cli.pretrain import config_path
+from vococore.config import config_path
 from vococore.data.cache import VolumeCache
 from vococore.data.dataset import PretextDataset
 from vococore.pretext import get_recipe

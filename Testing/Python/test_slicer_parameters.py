@@ -44,7 +44,7 @@ def test_pretrain_validation_and_config(tmp_path, sample):
     config = from_dict(PretrainConfig, params.config())
     assert (config.recipe, config.steps, config.device, config.output_dir) == ("small", 50, "cpu", str(out))
     # vococore's own CPU preset for the recipe supplies the backbone and optimiser settings
-    from vococore.cli.pretrain import config_path
+    from vococore.config import config_path
     from vococore.config import load_config
 
     preset = load_config(PretrainConfig, config_path("pretrain_small"))

@@ -87,6 +87,23 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def config_path(name: str | os.PathLike, kind: str = "") -> Path:
+    """A config file, or the bare name of a packaged one (``pretrain_small``, ``finetune_swin_B`` ...); the error
+    lists the packaged configs whose names start with ``kind``."""
+    from importlib import resources
+
+    path = Path(name)
+    if path.is_file():
+        return path
+    configs = resources.files("vococore").joinpath("configs")
+    packaged = configs.joinpath(path.name if path.name.endswith(".yaml") else f"{path.name}.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    names = sorted(p.name[:-len(".yaml")] for p in configs.iterdir()
+                   if p.name.startswith(kind) and p.name.endswith(".yaml"))
+    raise VoCoError(f"config file not found (packaged: {', '.join(names)})", path)
+
+
 def load_config(cls: type[T], path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> T:
     """Read YAML file ``path`` into ``cls``; ``overrides`` (dotted keys) win over the file."""
     path = Path(path)

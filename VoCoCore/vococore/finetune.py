@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vococore.config import load_config, save_config
+from vococore.config import config_path, load_config, save_config
 from vococore.errors import VoCoError
 from vococore.finetune_data import (batch_for_step, crop_transform, label_table, pairs_from_datalist,
                                     pairs_from_lists, prepare_cases, select_classes)
@@ -80,26 +80,12 @@ class FinetuneConfig:
     device: str = "auto"
 
 
-def config_path(name: str | os.PathLike) -> Path:
-    """A config file, or a bare name of a packaged one (``finetune_small``, ``finetune_swin_B``)."""
-    from importlib import resources
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    stem = path.name if path.name.endswith(".yaml") else f"{path.name}.yaml"
-    packaged = resources.files("vococore").joinpath("configs", stem)
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise VoCoError("config file not found (packaged: finetune_small, finetune_swin_B)", path)
-
-
 def load_finetune_config(path: str | os.PathLike, overrides: dict | None = None) -> FinetuneConfig:
     """Read the YAML config (a file or a packaged name); ``sample:NAME`` data entries become the registered
     sample dataset NAME (e.g. ``sample:TotalSegCT``); other relative paths stay relative to the current folder."""
     from vococore.sampledata import fetch
 
-    config = load_config(FinetuneConfig, config_path(path), overrides)
+    config = load_config(FinetuneConfig, config_path(path, "finetune"), overrides)
     data = config.data
     for name in ("images", "labels", "val_images", "val_labels"):
         setattr(data, name, [str(fetch(p.removeprefix("sample:"))) if p.startswith("sample:") else p

@@ -97,7 +97,7 @@ class PretrainParameters:
         packaged preset for the recipe (backbone, optimiser, batch), with this run's data, steps, device, output."""
         import yaml
 
-        from vococore.cli.pretrain import config_path
+        from vococore.config import config_path
 
         base = yaml.safe_load(config_path(PRETRAIN_PRESETS[self.recipe]).read_text())
         return {**base, "data": self.data, "steps": self.steps, "device": self.device, "output_dir": self.output_dir,

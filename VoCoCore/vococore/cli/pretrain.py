@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
-from pathlib import Path
-
 import yaml
 
 from vococore.errors import VoCoError
@@ -30,17 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_path(name: str) -> Path:
-    """A config file path; a bare name like ``pretrain_small`` falls back to the packaged configs."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    packaged = resources.files("vococore").joinpath("configs", name if name.endswith(".yaml") else f"{name}.yaml")
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise VoCoError("config file not found (packaged: pretrain_small, pretrain_v2_B, pretrain_v1_B)", path)
-
-
 def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
     """``--set KEY=VALUE ...``, repeatable, the same for every command that reads a YAML config."""
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
@@ -60,10 +46,10 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vococore.config import load_config
+    from vococore.config import config_path, load_config
     from vococore.pretrain import DryRunReport, PretrainConfig, run_pretraining
 
-    config = load_config(PretrainConfig, config_path(args.config), parse_overrides(args.overrides))
+    config = load_config(PretrainConfig, config_path(args.config, "pretrain"), parse_overrides(args.overrides))
     result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,
                              stop_after=args.stop_after, overwrite=args.overwrite)
     if isinstance(result, DryRunReport):

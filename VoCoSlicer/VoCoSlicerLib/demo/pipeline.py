@@ -76,7 +76,7 @@ def _stage(result: DemoResult, name: str, number: int, total: int) -> Iterator[N
 
 def pretrain_config(settings: DemoSettings, out: Path):
     """The packaged small preset, with the demo's encoder width, step budget and folder."""
-    from vococore.cli.pretrain import config_path
+    from vococore.config import config_path
     from vococore.config import load_config
     from vococore.pretrain import PretrainConfig
 
