@@ -23,7 +23,7 @@ $(STAMP): $(REQ) VoCoCore/pyproject.toml
 
 # The main job: VoCo end to end on the bundled real CT (about 10 minutes on 2 CPU cores); see output/demo/report.md
 demo: $(STAMP)
-	PYTHONPATH=VoCoSlicer $(VENV)/bin/python -m VoCoSlicerLib.demo --output output/demo $(DEMO_ARGS)
+	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m vococore_demo --output output/demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest Testing -q

@@ -354,7 +354,7 @@ class VoCoSlicerTest(ScriptedLoadableModuleTest):
         self.test_segmentation_end_to_end()
 
     def _sampleVolume(self):
-        from vococore.sampledata import fetch
+        from vococore.io.sampledata import fetch
 
         return slicer.util.loadVolume(str(fetch("TotalSegCTSmall")))
 
@@ -368,9 +368,9 @@ class VoCoSlicerTest(ScriptedLoadableModuleTest):
 
     def test_segmentation_end_to_end(self) -> None:
         from vococore.io import LabelInfo
-        from vococore.models.backbones import BackboneSpec, build_segmenter
-        from vococore.package import ModelPackage, save_package
-        from vococore.preprocess import PreprocessConfig
+        from vococore.networks.backbones import BackboneSpec, build_segmenter
+        from vococore.segmentation.package import ModelPackage, save_package
+        from vococore.preprocessing.preprocessor import PreprocessConfig
 
         volumeNode = self._sampleVolume()
         logic = VoCoSlicerLogic()

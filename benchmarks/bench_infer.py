@@ -2,7 +2,7 @@
 
 Baseline: ``monai.inferers.sliding_window_inference`` (fp32 logits of all classes on the preprocessed grid), the
 logits inverted onto the input grid with MONAI ``Invertd`` (bilinear, all classes, full resolution), argmax there.
-Ours: ``vococore.inference.segment_files`` (the same windows through the fast inference kernels, float16 score
+Ours: ``vococore.segmentation.inference.segment_files`` (the same windows through the fast inference kernels, float16 score
 sums, scores interpolated onto the input grid a few slices at a time and argmaxed there). Each variant runs read -> write in its own subprocess, so peak RSS (``ru_maxrss``) is honest.
 Cases: the TotalSegmentator example CT, and a 512x512x300 volume resampled from it.
 
@@ -30,7 +30,7 @@ def make_large(source: Path, target: Path, size: tuple[int, int, int]) -> None:
     import torch.nn.functional as F
 
     from vococore.io import read_volume, write_volume
-    from vococore.volume import Volume
+    from vococore.io.volume import Volume
 
     vol = read_volume(source)
     data = torch.as_tensor(vol.array.astype(np.float32))[None, None]
@@ -46,8 +46,8 @@ def make_package(path: Path, arch: str, feature_size: int, roi: int) -> None:
     import torch
 
     from vococore.io.labels import make_labels
-    from vococore.models.backbones import BackboneSpec, build_segmenter
-    from vococore.package import ModelPackage, save_package
+    from vococore.networks.backbones import BackboneSpec, build_segmenter
+    from vococore.segmentation.package import ModelPackage, save_package
 
     torch.manual_seed(0)
     spec = BackboneSpec(arch=arch, feature_size=feature_size, legacy_merging=arch == "swin", use_checkpoint=False)
@@ -57,7 +57,7 @@ def make_package(path: Path, arch: str, feature_size: int, roi: int) -> None:
 
 
 def run_ours(package: Path, source: Path, output: Path, overlap: float) -> dict:
-    from vococore.inference import InferenceOptions, segment_files
+    from vococore.segmentation.inference import InferenceOptions, segment_files
 
     segment_files(package, [source], [output], InferenceOptions(overlap=overlap, blend="gaussian", device="cpu"),
                   overwrite=True)
@@ -71,8 +71,8 @@ def run_monai(package: Path, source: Path, output: Path, overlap: float) -> dict
     from monai.transforms import Invertd
 
     from vococore.io import read_volume, write_labelmap
-    from vococore.package import load_package
-    from vococore.preprocess import Preprocessor
+    from vococore.segmentation.package import load_package
+    from vococore.preprocessing.preprocessor import Preprocessor
 
     model, info = load_package(package)
     volume = read_volume(source)
@@ -130,7 +130,7 @@ def main() -> None:
         child(args)
         return
     from vococore.io import read_volume
-    from vococore.sampledata import fetch
+    from vococore.io.sampledata import fetch
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-infer-"))
     work.mkdir(parents=True, exist_ok=True)

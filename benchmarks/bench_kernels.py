@@ -1,5 +1,5 @@
 """Per-window time of the segmentation networks with PyTorch's default kernels and with vococore's faster inference
-kernels (``vococore.models.fast_inference``), alternating in one process, plus the largest output difference.
+kernels (``vococore.networks.fast_inference``), alternating in one process, plus the largest output difference.
 
     python benchmarks/bench_kernels.py [--roi 64] [--rounds 6] [--threads 2]
 """
@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from vococore.models.backbones import BackboneSpec, build_segmenter
-from vococore.models.fast_inference import fast_inference
+from vococore.networks.backbones import BackboneSpec, build_segmenter
+from vococore.networks.fast_inference import fast_inference
 
 MODELS = {"cnn fs 8": BackboneSpec(arch="cnn", feature_size=8),
           "swin fs 12": BackboneSpec(arch="swin", feature_size=12, legacy_merging=True, use_checkpoint=False)}

@@ -1,7 +1,7 @@
 """Pretraining data path: crops/s of the preprocessed cache vs re-reading and re-preprocessing every step with
 plain MONAI transforms, and the share of CPU step time spent waiting for data with the small preset.
 
-Both data paths cut the same crops with the same pretext sampler (vococore.pretext); they differ only in where
+Both data paths cut the same crops with the same pretext sampler (vococore.pretraining.pretext); they differ only in where
 the preprocessed volume comes from: our cache (float16 .npy, memory-mapped) or LoadImaged -> EnsureChannelFirstd
 -> Orientationd -> Spacingd -> ScaleIntensityRanged -> CropForegroundd -> SpatialPadd -> RandSpatialCropd run
 again for every sample (the official v2 pipeline without MONAI's PersistentDataset).
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from vococore.cli.pretrain import config_path
-    from vococore.config import load_config
-    from vococore.data.cache import VolumeCache
-    from vococore.data.dataset import PretextDataset
-    from vococore.pretext import PretextSampler, get_recipe
-    from vococore.pretrain import PretrainConfig, make_sample_fn, run_pretraining
-    from vococore.sampledata import fetch
+    from vococore.utils.config import load_config
+    from vococore.pretraining.data.cache import VolumeCache
+    from vococore.pretraining.data.dataset import PretextDataset
+    from vococore.pretraining.pretext import PretextSampler, get_recipe
+    from vococore.pretraining.run import PretrainConfig, make_sample_fn, run_pretraining
+    from vococore.io.sampledata import fetch
 
     torch.set_num_threads(2)
     recipe = get_recipe(args.recipe)

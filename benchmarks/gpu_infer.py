@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VoCoCore"))  # run
 
 def phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float], seed: int = 0):
     """An elliptic body (soft tissue) with a liver-like and a spine-like insert, in air, plus noise."""
-    from vococore.volume import Volume
+    from vococore.io.volume import Volume
 
     rng = np.random.default_rng(seed)
     grids = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij")
@@ -46,11 +46,11 @@ def main() -> None:
 
     import torch
 
-    from vococore.inference import InferenceOptions, segment_files
+    from vococore.segmentation.inference import InferenceOptions, segment_files
     from vococore.io import write_volume
     from vococore.io.labels import make_labels
-    from vococore.models.backbones import BackboneSpec, build_segmenter
-    from vococore.package import ModelPackage, save_package
+    from vococore.networks.backbones import BackboneSpec, build_segmenter
+    from vococore.segmentation.package import ModelPackage, save_package
 
     shape, fs, roi, device = ((96, 96, 60), 12, 64, "cpu") if args.smoke else ((512, 512, 300), 48, 96, "cuda")
     work = Path(tempfile.mkdtemp(prefix="gpu-infer-"))

@@ -29,8 +29,8 @@ def build(smoke: bool):
     """Recipe, backbone spec and device for the full run, or tiny CPU sizes for ``--smoke``."""
     import torch
 
-    from vococore.models.backbones import BackboneSpec
-    from vococore.pretext import get_recipe
+    from vococore.networks.backbones import BackboneSpec
+    from vococore.pretraining.pretext import get_recipe
 
     recipe = get_recipe("v2")
     spec = BackboneSpec(arch="swin", feature_size=48, legacy_merging=True, use_checkpoint=True)
@@ -48,7 +48,7 @@ def batches(recipe, count: int, batch_size: int, seed: int = 0) -> list[dict]:
     import numpy as np
     import torch
 
-    from vococore.pretext import PretextSampler
+    from vococore.pretraining.pretext import PretextSampler
 
     rng = np.random.default_rng(seed)
     sampler = PretextSampler(recipe)
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from vococore.models.voco import VoCoModel
-    from vococore.pretrain import voco_step
+    from vococore.pretraining.model import VoCoModel
+    from vococore.pretraining.run import voco_step
     from vococore.training.distributed import DistInfo
     from vococore.training.loop import LoopConfig, Trainer
 

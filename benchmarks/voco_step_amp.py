@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from vococore.models.backbones import BackboneSpec
-from vococore.models.voco import VoCoModel
-from vococore.pretext import RECIPES, PretextSampler, collate
+from vococore.networks.backbones import BackboneSpec
+from vococore.pretraining.model import VoCoModel
+from vococore.pretraining.pretext import RECIPES, PretextSampler, collate
 
 
 def _batch(recipe, volumes: int, device: str) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ def _few_threads() -> None:
 @pytest.fixture(scope="session")
 def sample():
     """``sample("TotalSegCT")`` -> verified local Path of a registered real CT sample."""
-    from vococore.sampledata import fetch
+    from vococore.io.sampledata import fetch
 
     return fetch
 

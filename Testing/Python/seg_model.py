@@ -17,7 +17,7 @@ TOTALSEG = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}
 
 
 def small_config(output_dir: Path, **more):
-    from vococore.finetune import load_finetune_config
+    from vococore.segmentation.finetune import load_finetune_config
 
     return load_finetune_config(SMALL_CONFIG, {**TEST_OVERRIDES, "output_dir": str(output_dir), **more})
 
@@ -25,7 +25,7 @@ def small_config(output_dir: Path, **more):
 @functools.lru_cache(maxsize=1)
 def trained_run() -> Path:
     """Output folder of the session's fine-tuning run (trained on first use)."""
-    from vococore.finetune import run_finetune
+    from vococore.segmentation.finetune import run_finetune
 
     out = Path(tempfile.mkdtemp(prefix="vococore-seg-")) / "run"
     run_finetune(small_config(out))

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import read_volume
 
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from vococore.info import describe
+from vococore.preprocessing.describe import describe
 from vococore.io import read_volume
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vococore.config import load_config
-from vococore.errors import VoCoError
-from vococore.pretrain import PretrainConfig
+from vococore.utils.config import load_config
+from vococore.utils.errors import VoCoError
+from vococore.pretraining.run import PretrainConfig
 
 
 def test_exponent_without_dot_is_a_number_in_files_and_overrides(tmp_path):
@@ -37,7 +37,7 @@ def test_set_takes_several_values_and_repeats_in_every_command(command):
 
 
 def test_config_path_finds_packaged_configs_and_lists_them_when_missing(tmp_path):
-    from vococore.config import config_path
+    from vococore.utils.config import config_path
 
     assert config_path("pretrain_small").name == config_path("pretrain_small.yaml").name == "pretrain_small.yaml"
     own = tmp_path / "mine.yaml"

@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from vococore.data.cache import VolumeCache
-from vococore.data.datalist import load_datalist
-from vococore.data.dataset import PretextDataset, StepShardSampler, warm_cache
-from vococore.errors import VoCoError
-from vococore.preprocess import PreprocessConfig
+from vococore.pretraining.data.cache import VolumeCache
+from vococore.pretraining.data.datalist import load_datalist
+from vococore.pretraining.data.dataset import PretextDataset, StepShardSampler, warm_cache
+from vococore.utils.errors import VoCoError
+from vococore.preprocessing.preprocessor import PreprocessConfig
 
 PRE = PreprocessConfig(spacing=(3.0, 3.0, 3.0), min_size=(32, 32, 32))
 
@@ -107,8 +107,8 @@ def test_window_read_equals_region_extract():
     """Reading only the region window from the cache gives exactly the pretext region (zero padding included)."""
     import torch
 
-    from vococore.data.cache import decode, decode_window
-    from vococore.pretext import get_recipe, place_region
+    from vococore.pretraining.data.cache import decode, decode_window
+    from vococore.pretraining.pretext import get_recipe, place_region
 
     recipe, rng = get_recipe("small"), np.random.default_rng(0)
     for shape in [(10, 12, 8), (200, 150, 40), (96, 96, 32), (120, 50, 100)]:

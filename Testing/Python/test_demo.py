@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from VoCoSlicerLib.demo import DemoSettings, run_demo
-from VoCoSlicerLib.demo.figures import SIZES
+from vococore_demo import DemoSettings, run_demo
+from vococore_demo.figures import SIZES
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_scene_reloads_with_slicer_core(demo, tmp_path):
 
 
 def test_refuses_to_overwrite_without_flag(demo):
-    from vococore.errors import VoCoError
+    from vococore.utils.errors import VoCoError
 
     with pytest.raises(VoCoError, match="--overwrite"):
         run_demo(DemoSettings.quick(demo.output))

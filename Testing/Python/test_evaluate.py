@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from seg_model import TOTALSEG, run_cli
-from vococore.evaluate import evaluate
+from vococore.segmentation.evaluate import evaluate
 from vococore.io import read_volume, write_labelmap
-from vococore.resample import resample_to_grid
+from vococore.preprocessing.resample import resample_to_grid
 
 
 def lps_copy(sample, tmp_path):
@@ -58,7 +58,7 @@ def test_shift_gives_hd95_in_mm_and_missing_labels(sample, tmp_path):
 def test_hd95_distance_transform_equals_brute_force_search():
     """The fast path (distance transforms on orthogonal grids) gives the brute-force surface distances, with
     anisotropic spacing and irregular shapes."""
-    from vococore.evaluate import _nearest_distances, hd95, surface_points
+    from vococore.segmentation.evaluate import _nearest_distances, hd95, surface_points
 
     rng = np.random.default_rng(3)
     affine = np.diag([0.8, 1.1, 2.5, 1.0])

@@ -7,15 +7,15 @@ from __future__ import annotations
 import torch
 
 from vococore.cli import main
-from vococore.config import to_dict
-from vococore.models.backbones import BackboneSpec
-from vococore.pretext import get_recipe
+from vococore.utils.config import to_dict
+from vococore.networks.backbones import BackboneSpec
+from vococore.pretraining.pretext import get_recipe
 from vococore.training.distributed import DistInfo
 from vococore.training.loop import LoopConfig, Trainer
 
 
 def _checkpoint(tmp_path, spec: BackboneSpec, recipe: str):
-    from vococore.models.voco import VoCoModel
+    from vococore.pretraining.model import VoCoModel
 
     model = VoCoModel(spec, recipe)
     trainer = Trainer(model, lambda m, b: {}, LoopConfig(steps=1), tmp_path / "run", DistInfo(), backbone=spec,
@@ -51,8 +51,8 @@ def test_sidecar_records_patch_merging_for_the_loader(tmp_path):
     describes this very file (an unrecorded flat file gets MONAI 1.3.0 merging, so ``False`` proves the read)."""
     import json
 
-    from vococore.models.backbones import build_segmenter
-    from vococore.models.weights import load_weights
+    from vococore.networks.backbones import build_segmenter
+    from vococore.networks.weights import load_weights
 
     spec = BackboneSpec(arch="swin", feature_size=12, legacy_merging=False, use_checkpoint=False)
     _, ckpt = _checkpoint(tmp_path, spec, "v2")

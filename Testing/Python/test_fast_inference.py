@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from vococore.models.backbones import BackboneSpec, build_segmenter
-from vococore.models.fast_inference import fast_inference
-from vococore.sliding_window import sliding_window_scores
+from vococore.networks.backbones import BackboneSpec, build_segmenter
+from vococore.networks.fast_inference import fast_inference
+from vococore.segmentation.sliding_window import sliding_window_scores
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 

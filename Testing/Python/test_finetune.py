@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from seg_model import TOTALSEG, run_cli, small_config, trained_run
-from vococore.config import save_config
-from vococore.errors import VoCoError
-from vococore.finetune import run_finetune
-from vococore.finetune_data import label_table, remap, select_classes
+from vococore.utils.config import save_config
+from vococore.utils.errors import VoCoError
+from vococore.segmentation.finetune import run_finetune
+from vococore.segmentation.data import label_table, remap, select_classes
 
 
 def test_small_model_learns_liver_on_the_training_case():
@@ -28,7 +28,7 @@ def test_small_model_learns_liver_on_the_training_case():
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.2
     for name in ("config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "best.vocomodel"):
         assert (out / name).is_file(), name
-    from vococore.package import read_package_info
+    from vococore.segmentation.package import read_package_info
 
     info = read_package_info(out / "best.vocomodel")
     assert [(li.value, li.name) for li in info.labels] == [(1, "liver"), (2, "spleen"), (3, "kidney_right"),
@@ -67,7 +67,7 @@ def test_label_subset_by_totalsegmentator_names():
 
 @pytest.mark.parametrize("name", ["finetune_small.yaml", "finetune_swin_B.yaml"])
 def test_shipped_configs_load_and_name_known_labels(name):
-    from vococore.finetune import load_finetune_config
+    from vococore.segmentation.finetune import load_finetune_config
 
     config = load_finetune_config(name)
     mapping, infos = select_classes(config.data.classes, label_table(config.data.label_table))
@@ -76,8 +76,8 @@ def test_shipped_configs_load_and_name_known_labels(name):
 
 
 def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_path):
-    from vococore.models.backbones import BackboneSpec, build_encoder
-    from vococore.models.weights import load_weights
+    from vococore.networks.backbones import BackboneSpec, build_encoder
+    from vococore.networks.weights import load_weights
 
     spec = BackboneSpec(arch="swin", feature_size=12, legacy_merging=False, use_checkpoint=False)
     torch.save(build_encoder(spec).state_dict(), tmp_path / "VoCo_SSL_head.pt")  # official layout: flat, 145

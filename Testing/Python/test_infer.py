@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from seg_model import TOTALSEG, run_cli, trained_run
-from vococore.inference import InferenceCancelled, InferenceOptions, segment
+from vococore.segmentation.inference import InferenceCancelled, InferenceOptions, segment
 from vococore.io import read_volume
-from vococore.package import load_package
-from vococore.resample import resample_to_grid
+from vococore.segmentation.package import load_package
+from vococore.preprocessing.resample import resample_to_grid
 
 LIVER = 1  # output class of the liver in the fine-tuned package
 
@@ -81,7 +81,7 @@ def test_segment_api_reports_progress_and_cancels(sample):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_class_argmax_equals_torch_argmax_with_ties(dtype):
-    from vococore.sliding_window import class_argmax
+    from vococore.segmentation.sliding_window import class_argmax
 
     rng = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 4, (6, 30, 20, 10), generator=rng).to(dtype)  # many ties: the first maximum wins
@@ -98,8 +98,8 @@ def test_scores_to_grid_equals_grid_sample_trilinear(rotated):
     target voxels beyond the scores (zero there)."""
     from scipy.spatial.transform import Rotation
 
-    from vococore.inference import scores_to_grid
-    from vococore.volume import Volume
+    from vococore.segmentation.inference import scores_to_grid
+    from vococore.io.volume import Volume
 
     scores = torch.rand(4, 20, 18, 16, generator=torch.Generator().manual_seed(5))
     scores_affine = np.diag([1.5, -1.5, 2.0, 1.0])
@@ -132,7 +132,7 @@ def test_bounded_pipeline_agrees_with_monai_invert_then_argmax(sample, blend):
     from monai.inferers import sliding_window_inference
     from monai.transforms import Invertd
 
-    from vococore.preprocess import Preprocessor
+    from vococore.preprocessing.preprocessor import Preprocessor
 
     model, package = load_package(trained_run() / "best.vocomodel")
     volume = read_volume(sample("TotalSegDICOM"))  # 6 mm model grid -> 0.98 x 0.98 x 2 mm LPS input grid
@@ -151,8 +151,8 @@ def test_bounded_pipeline_agrees_with_monai_invert_then_argmax(sample, blend):
 
 @pytest.mark.parametrize("name,spacing", [("TotalSegDICOM", (1.5, 1.5, 1.5)), ("TotalSegCT", (2.0, 1.3, 4.0))])
 def test_label_mapping_to_the_input_grid_matches_monai_inverse(sample, name, spacing):
-    from vococore.inference import labels_to_grid
-    from vococore.preprocess import PreprocessConfig, Preprocessor
+    from vococore.segmentation.inference import labels_to_grid
+    from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
 
     volume = read_volume(sample(name))
     preprocessor = Preprocessor(PreprocessConfig(spacing=spacing))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vococore.io import read_volume
-from vococore.resample import grid_alignment, resample_to_grid
+from vococore.preprocessing.resample import grid_alignment, resample_to_grid
 
 # name, shape (x, y, z), spacing (mm), orientation, HU/value range (from shared/data/ct/SOURCES.md)
 EXPECTED = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import LabelInfo, read_volume, write_labelmap
 
 LABELS = [LabelInfo(1, "spleen", (0.62, 0.42, 0.28)), LabelInfo(5, "liver", (0.87, 0.51, 0.40)),
@@ -16,7 +16,7 @@ LABELS = [LabelInfo(1, "spleen", (0.62, 0.42, 0.28)), LabelInfo(5, "liver", (0.8
 @pytest.fixture(scope="module")
 def dicom_labels(sample):
     """Real labels on the LPS DICOM grid (the reference geometry) with a few organs."""
-    from vococore.resample import resample_to_grid
+    from vococore.preprocessing.resample import resample_to_grid
 
     ct = read_volume(sample("TotalSegDICOM"))
     lab = resample_to_grid(read_volume(sample("TotalSegDICOMLabels")), ct).array

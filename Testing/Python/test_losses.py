@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from vococore.losses import inter_volume_loss, prediction_loss, regularization_loss, relu_cosine
+from vococore.pretraining.losses import inter_volume_loss, prediction_loss, regularization_loss, relu_cosine
 
 # Two volumes, two targets, four bases. Labels hold exact zeros (negatives) and positives summing to 1 per target.
 LABELS = [[[0.0, 0.25, 0.75, 0.0], [0.5, 0.0, 0.0, 0.5]],

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io.labels import LabelInfo
-from vococore.models.backbones import BackboneSpec, build_segmenter
-from vococore.models.legacy_merging import LegacyPatchMerging
-from vococore.package import ModelPackage, load_package, read_package_info, save_package
-from vococore.preprocess import PreprocessConfig
+from vococore.networks.backbones import BackboneSpec, build_segmenter
+from vococore.networks.legacy_merging import LegacyPatchMerging
+from vococore.segmentation.package import ModelPackage, load_package, read_package_info, save_package
+from vococore.preprocessing.preprocessor import PreprocessConfig
 
 LABELS = [LabelInfo(1, "liver", (0.8, 0.4, 0.3)), LabelInfo(2, "spleen", (0.6, 0.2, 0.7))]
 

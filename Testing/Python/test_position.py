@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from vococore.config import to_dict
-from vococore.errors import VoCoError
-from vococore.models.voco import VoCoModel, load_voco_model
-from vococore.pretext import RECIPES, base_boxes_world, default_backbone, place_region
-from vococore.volume import Volume
+from vococore.utils.config import to_dict
+from vococore.utils.errors import VoCoError
+from vococore.pretraining.model import VoCoModel, load_voco_model
+from vococore.pretraining.pretext import RECIPES, base_boxes_world, default_backbone, place_region
+from vococore.io.volume import Volume
 
 RECIPE = RECIPES["small"]
 
@@ -40,7 +40,7 @@ def ct(sample):
 @pytest.fixture(scope="module")
 def grid(ct):
     """World boxes of the bases, computed directly from the pretext functions (not through position.py)."""
-    from vococore.preprocess import Preprocessor
+    from vococore.preprocessing.preprocessor import Preprocessor
 
     pre = Preprocessor(RECIPE.preprocess_config())(ct)
     return base_boxes_world(pre.affine, place_region(pre.shape, RECIPE, rng=None), RECIPE)
@@ -48,7 +48,7 @@ def grid(ct):
 
 def test_subvolume_inside_one_base(checkpoint, ct, grid):
     """A sub-volume centred on base 4 is that base: true overlap 1.0 there, 0 elsewhere; predictions in [0, 1]."""
-    from vococore.position import predict_positions
+    from vococore.pretraining.position import predict_positions
 
     model = load_voco_model(checkpoint)
     center4 = grid[4][0]
@@ -71,7 +71,7 @@ def test_subvolume_inside_one_base(checkpoint, ct, grid):
 
 
 def test_points_that_cannot_centre_a_subvolume(checkpoint, ct, grid):
-    from vococore.position import predict_positions
+    from vococore.pretraining.position import predict_positions
 
     model = load_voco_model(checkpoint)
     far = grid[4][0] + np.array([0.0, 0.0, 500.0])
@@ -87,7 +87,7 @@ def test_points_that_cannot_centre_a_subvolume(checkpoint, ct, grid):
 def test_volume_smaller_than_region_is_padded(checkpoint, ct):
     """A 40 x 40 x 12 voxel piece of the CT (3 mm) is smaller than the 96 x 96 x 32 region: it is padded with
     air, as the spec's SpatialPad does, and prediction still works."""
-    from vococore.position import predict_positions
+    from vococore.pretraining.position import predict_positions
 
     piece = Volume(array=ct.array[40:80, 30:70, 50:62], affine=ct.affine.copy(), source="piece")
     result = predict_positions(load_voco_model(checkpoint), piece, n_random=2, seed=0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vococore.io import read_volume
-from vococore.preprocess import PRESETS, PreprocessConfig, Preprocessor
-from vococore.volume import Volume
+from vococore.preprocessing.preprocessor import PRESETS, PreprocessConfig, Preprocessor
+from vococore.io.volume import Volume
 
 
 @pytest.mark.parametrize("name", ["TotalSegCT", "TotalSegDICOM", "Dcmqi3Slice"])

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vococore.errors import VoCoError
-from vococore.pretext import RECIPES, base_boxes, get_recipe, position_labels, sample_target_centers, target_box
+from vococore.utils.errors import VoCoError
+from vococore.pretraining.pretext import RECIPES, base_boxes, get_recipe, position_labels, sample_target_centers, target_box
 
 
 def test_worked_example_v2():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vococore.errors import VoCoError
-from vococore.pretext import RECIPES, base_boxes, base_boxes_world, place_region, region_world_affine
+from vococore.utils.errors import VoCoError
+from vococore.pretraining.pretext import RECIPES, base_boxes, base_boxes_world, place_region, region_world_affine
 
 
 def test_crop_mode_larger_image_is_a_translation():
@@ -83,7 +83,7 @@ def _check_tiling(boxes_world, world_affine, recipe):
 def test_world_boxes_tile_region_on_real_ct(sample):
     """Small recipe on the real TotalSegmentator CT, preprocessed at 3 mm."""
     from vococore.io import read_volume
-    from vococore.preprocess import Preprocessor
+    from vococore.preprocessing.preprocessor import Preprocessor
 
     recipe = RECIPES["small"]
     pre = Preprocessor(recipe.preprocess_config())(read_volume(sample("TotalSegCT")))

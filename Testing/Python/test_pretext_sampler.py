@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vococore.errors import VoCoError
-from vococore.pretext import (
+from vococore.utils.errors import VoCoError
+from vococore.pretraining.pretext import (
     RECIPES,
     PretextSampler,
     base_boxes,
@@ -112,7 +112,7 @@ def test_augmentation_probabilities(name, shift_prob):
 
 def test_rotation_plane_and_flip_axes():
     """rot90 turns the first two spatial axes (MONAI default); flips reverse the chosen axes."""
-    from vococore.pretext import CropAugmentation
+    from vococore.pretraining.pretext import CropAugmentation
 
     crop = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4)
     rotated = CropAugmentation(flips=(False, False, False), rotate_k=1, shift=0.0).apply(crop)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vococore.errors import VoCoError
-from vococore.models.backbones import BackboneSpec
+from vococore.utils.errors import VoCoError
+from vococore.networks.backbones import BackboneSpec
 from vococore.training.checkpoint import (build_checkpoint, checkpoint_backbone, load_checkpoint,
                                           restore_training_state, save_checkpoint)
 
@@ -92,9 +92,9 @@ def test_warmup_then_half_cosine_per_step():
 
 def test_training_checkpoint_rebuilds_the_voco_model(tmp_path):
     """The loop's checkpoint carries model + backbone + recipe, so the method side's loader rebuilds it exactly."""
-    from vococore.config import to_dict
-    from vococore.models.voco import VoCoModel, load_voco_model
-    from vococore.pretext import get_recipe
+    from vococore.utils.config import to_dict
+    from vococore.pretraining.model import VoCoModel, load_voco_model
+    from vococore.pretraining.pretext import get_recipe
     from vococore.training.distributed import DistInfo
     from vococore.training.loop import LoopConfig, Trainer
 

@@ -10,12 +10,12 @@ import nibabel as nib
 import numpy as np
 
 from vococore.cli import main
-from vococore.config import load_config
-from vococore.config import config_path
-from vococore.data.cache import VolumeCache
-from vococore.data.dataset import PretextDataset
-from vococore.pretext import get_recipe
-from vococore.pretrain import PretrainConfig, make_sample_fn, run_pretraining
+from vococore.utils.config import load_config
+from vococore.utils.config import config_path
+from vococore.pretraining.data.cache import VolumeCache
+from vococore.pretraining.data.dataset import PretextDataset
+from vococore.pretraining.pretext import get_recipe
+from vococore.pretraining.run import PretrainConfig, make_sample_fn, run_pretraining
 
 
 def _config(tmp_path, **overrides) -> PretrainConfig:
@@ -53,9 +53,9 @@ def test_fits_one_repeated_batch(tmp_path, sample):
     Measured on the 2-core machine: total 0.754 -> 0.065; intra 0.553 -> 0.034. Asserted: total down by at
     least 0.1 and intra at least halved.
     """
-    from vococore.data.dataset import make_loader
-    from vococore.models.voco import VoCoModel
-    from vococore.pretrain import voco_step
+    from vococore.pretraining.data.dataset import make_loader
+    from vococore.pretraining.model import VoCoModel
+    from vococore.pretraining.run import voco_step
     from vococore.training.distributed import DistInfo
     from vococore.training.loop import LoopConfig, Trainer, seed_everything
 

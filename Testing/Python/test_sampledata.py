@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from vococore import sampledata
-from vococore.errors import VoCoError
+from vococore.io import sampledata
+from vococore.utils.errors import VoCoError
 
 
 def test_registry_lists_every_shared_file_with_checksums():

@@ -9,12 +9,12 @@ import pytest
 from vococore.io import read_volume
 from VoCoSlicerLib import grid, nodes
 
-pretext = pytest.importorskip("vococore.pretext")
+pretext = pytest.importorskip("vococore.pretraining.pretext")
 
 
 def _expected_boxes(volume, recipe_name):
     """Base boxes from VoCoCore, mapped corner by corner through the preprocessed grid's own to_world."""
-    from vococore.preprocess import Preprocessor
+    from vococore.preprocessing.preprocessor import Preprocessor
 
     recipe = pretext.get_recipe(recipe_name)
     pre = Preprocessor(recipe.preprocess_config())(volume)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import LabelInfo, read_volume, write_labelmap
 from VoCoSlicerLib import nodes
 

@@ -34,8 +34,8 @@ def test_segment_command_parses_with_vococore_infer(tmp_path):
 
 
 def test_pretrain_validation_and_config(tmp_path, sample):
-    from vococore.config import from_dict
-    from vococore.pretrain import PretrainConfig
+    from vococore.utils.config import from_dict
+    from vococore.pretraining.run import PretrainConfig
 
     data = sample("TotalSegCT").parent
     out = tmp_path / "run"
@@ -44,8 +44,8 @@ def test_pretrain_validation_and_config(tmp_path, sample):
     config = from_dict(PretrainConfig, params.config())
     assert (config.recipe, config.steps, config.device, config.output_dir) == ("small", 50, "cpu", str(out))
     # vococore's own CPU preset for the recipe supplies the backbone and optimiser settings
-    from vococore.config import config_path
-    from vococore.config import load_config
+    from vococore.utils.config import config_path
+    from vococore.utils.config import load_config
 
     preset = load_config(PretrainConfig, config_path("pretrain_small"))
     assert config.backbone == preset.backbone and config.backbone.arch == "cnn"
@@ -69,7 +69,7 @@ def test_finetune_validation_and_config(tmp_path):
 
     import yaml
 
-    from vococore.finetune import load_finetune_config
+    from vococore.segmentation.finetune import load_finetune_config
 
     image, label = tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz"
     params = FinetuneParameters(pairs=[(str(image), str(label))], classes=["liver", "spleen"],

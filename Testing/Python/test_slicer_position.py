@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import read_volume
 from VoCoSlicerLib import nodes, position
 
 
 def test_table_holds_the_true_overlaps_of_vococore(mrml, sample):
-    from vococore.pretext import get_recipe, position_labels
+    from vococore.pretraining.pretext import get_recipe, position_labels
 
     recipe = get_recipe("v2")
     # the worked example of the spec: centre (70, 100) overlaps bases 1, 2, 4 and 5
@@ -50,12 +50,12 @@ def test_wrong_length_is_refused(mrml):
 
 
 def test_logic_shows_exactly_what_vococore_predicts(mrml, sample, tmp_path):
-    """A point in the CT -> vococore.position.predict_positions -> the table holds its numbers, unrounded."""
+    """A point in the CT -> vococore.pretraining.position.predict_positions -> the table holds its numbers, unrounded."""
     import torch
 
-    from vococore.models.voco import VoCoModel
-    from vococore.position import predict_positions
-    from vococore.pretext import default_backbone
+    from vococore.pretraining.model import VoCoModel
+    from vococore.pretraining.position import predict_positions
+    from vococore.pretraining.pretext import default_backbone
     from vococore.training.checkpoint import build_checkpoint, save_checkpoint
     from VoCoSlicerLib.logic import VoCoLogic
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from VoCoSlicerLib.registry import MODELS_JSON, ModelRegistry, default_cache_dir, sha256_of
 
 
@@ -95,7 +95,7 @@ def test_official_checkpoint_becomes_a_model_package(tmp_path):
     import torch
     from monai.networks.nets import SwinUNETR
 
-    from vococore.package import load_package, read_package_info
+    from vococore.segmentation.package import load_package, read_package_info
     from VoCoSlicerLib.convert import package_path
     from VoCoSlicerLib.logic import VoCoLogic
 

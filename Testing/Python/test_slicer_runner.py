@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from VoCoSlicerLib.parameters import vococore_command
 from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState, partial_files
 
@@ -73,8 +73,8 @@ def voco_checkpoint(tmp_path):
     """An untrained 'small' VoCo pretraining checkpoint, the model `vococore position` needs."""
     import torch
 
-    from vococore.models.voco import VoCoModel
-    from vococore.pretext import default_backbone
+    from vococore.pretraining.model import VoCoModel
+    from vococore.pretraining.pretext import default_backbone
     from vococore.training.checkpoint import build_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
@@ -108,9 +108,9 @@ def slow_package(tmp_path):
     import torch
 
     from vococore.io import LabelInfo
-    from vococore.models.backbones import BackboneSpec, build_segmenter
-    from vococore.package import ModelPackage, save_package
-    from vococore.preprocess import PreprocessConfig
+    from vococore.networks.backbones import BackboneSpec, build_segmenter
+    from vococore.segmentation.package import ModelPackage, save_package
+    from vococore.preprocessing.preprocessor import PreprocessConfig
 
     torch.manual_seed(0)
     spec = BackboneSpec(arch="cnn", feature_size=8)

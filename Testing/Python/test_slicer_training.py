@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from VoCoSlicerLib.logic import VoCoLogic
 from VoCoSlicerLib.parameters import PretrainParameters
 from VoCoSlicerLib.runner import RunState
@@ -143,7 +143,7 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
     assert set(found) <= {"liver", "spleen"}  # a briefly trained model may miss one, never invents names
     written = read_volume(run.outputs[0])
     assert written.same_grid(ct)
-    from vococore.package import read_package_info
+    from vococore.segmentation.package import read_package_info
 
     colors = {"liver": (0.8, 0.4, 0.2), "spleen": (0.6, 0.2, 0.6)}
     labels = {li.name: li.value for li in read_package_info(package).labels}  # the model's channel per name

@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_losses import _cos, _expected_prediction
 
-from vococore.config import to_dict
-from vococore.errors import VoCoError
-from vococore.models.backbones import BackboneSpec
-from vococore.models.voco import VoCoModel, load_voco_model
-from vococore.pretext import RECIPES, PretextSampler, collate, default_backbone
+from vococore.utils.config import to_dict
+from vococore.utils.errors import VoCoError
+from vococore.networks.backbones import BackboneSpec
+from vococore.pretraining.model import VoCoModel, load_voco_model
+from vococore.pretraining.pretext import RECIPES, PretextSampler, collate, default_backbone
 
 SMALL = RECIPES["small"]
 # The v1 form on a cheap geometry: two full networks, squared negatives, pos/neg/reg parts, a 3x3 grid of 48³

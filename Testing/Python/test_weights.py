@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from vococore.errors import VoCoError
-from vococore.models.backbones import BackboneSpec, build_encoder, build_segmenter
-from vococore.models.legacy_merging import LegacyPatchMerging
-from vococore.models.weights import load_weights
+from vococore.utils.errors import VoCoError
+from vococore.networks.backbones import BackboneSpec, build_encoder, build_segmenter
+from vococore.networks.legacy_merging import LegacyPatchMerging
+from vococore.networks.weights import load_weights
 
 FS = 12
 N_ENCODER, N_FULL = 145, 167
@@ -143,7 +143,7 @@ def test_b_size_encoder_loads_completely(tmp_path):
 
 def test_our_model_package_as_pretrained_weights(tmp_path):
     from vococore.io.labels import make_labels
-    from vococore.package import ModelPackage, save_package
+    from vococore.segmentation.package import ModelPackage, save_package
 
     cnn = BackboneSpec(arch="cnn", feature_size=4, legacy_merging=False, use_checkpoint=False)
     torch.manual_seed(6)

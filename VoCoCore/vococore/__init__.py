@@ -3,8 +3,8 @@
 World coordinates are RAS millimetres everywhere; arrays are indexed (x, y, z) = (i, j, k) as in MONAI/nibabel.
 """
 
-from vococore.errors import VoCoError
-from vococore.volume import Volume
+from vococore.utils.errors import VoCoError
+from vococore.io.volume import Volume
 
 __version__ = "0.1.0"
 

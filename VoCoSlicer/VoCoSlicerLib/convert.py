@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 from VoCoSlicerLib.registry import ModelEntry, ModelRegistry, sha256_of
 
@@ -19,10 +19,10 @@ def package_official_model(entry: ModelEntry, weights: Path, target: Path) -> Pa
     """Build the entry's network, load ``weights`` (any official layout, with the load report kept in the
     package) and save it with the entry's preprocessing, window and labels. Refuses a label/channel mismatch."""
     from vococore.io.labels import make_labels
-    from vococore.models.backbones import BackboneSpec, build_segmenter
-    from vococore.models.weights import load_weights
-    from vococore.package import ModelPackage, save_package
-    from vococore.preprocess import PreprocessConfig
+    from vococore.networks.backbones import BackboneSpec, build_segmenter
+    from vococore.networks.weights import load_weights
+    from vococore.segmentation.package import ModelPackage, save_package
+    from vococore.preprocessing.preprocessor import PreprocessConfig
 
     arch, pre = entry.extra.get("architecture"), entry.extra.get("preprocessing")
     if not arch or not pre:

@@ -1,5 +1,5 @@
 """Draws VoCo's base-crop grid on a CT as markups ROIs in RAS: the same boxes the position labels use
-(``vococore.pretext``), placed on the preprocessed grid and mapped to world coordinates by its affine."""
+(``vococore.pretraining.pretext``), placed on the preprocessed grid and mapped to world coordinates by its affine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from vococore.volume import Volume
+from vococore.io.volume import Volume
 
 GRID_ATTRIBUTE = "VoCoSlicer.GridOf"  # set on every ROI we draw: the ID of the volume node it belongs to
 
@@ -29,8 +29,8 @@ class GridGeometry:
 
 def grid_geometry(volume: Volume, recipe_name: str) -> GridGeometry:
     """Preprocess ``volume`` as ``recipe_name`` does, place its region (centred, deterministic) and map the grid."""
-    from vococore.preprocess import Preprocessor
-    from vococore.pretext import base_boxes_world, get_recipe, place_region, region_world_affine
+    from vococore.preprocessing.preprocessor import Preprocessor
+    from vococore.pretraining.pretext import base_boxes_world, get_recipe, place_region, region_world_affine
 
     recipe = get_recipe(recipe_name)
     pre = Preprocessor(recipe.preprocess_config())(volume)

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import yaml
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import write_labelmap, write_volume
-from vococore.models.voco import VoCoModel, load_voco_model
-from vococore.package import read_package_info
-from vococore.position import predict_positions
-from vococore.pretext import default_backbone, get_recipe
+from vococore.pretraining.model import VoCoModel, load_voco_model
+from vococore.segmentation.package import read_package_info
+from vococore.pretraining.position import predict_positions
+from vococore.pretraining.pretext import default_backbone, get_recipe
 
 from VoCoSlicerLib import convert, device, grid, nodes, position
 from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io import LabelInfo
-from vococore.volume import Volume
+from vococore.io.volume import Volume
 
 
 def _matrix_to_numpy(matrix: Any) -> np.ndarray:
@@ -160,7 +160,7 @@ def save_segmentation(node: Any, path: str | os.PathLike, overwrite: bool = Fals
     """Write a segmentation node as ``.seg.nrrd``, atomically, refusing to replace a file unless asked."""
     import slicer
 
-    from vococore.atomic import atomic_path
+    from vococore.utils.atomic import atomic_path
 
     if not str(path).endswith(".seg.nrrd"):
         raise VoCoError("segmentations are saved as .seg.nrrd", path)

@@ -93,11 +93,11 @@ class PretrainParameters:
         ])
 
     def config(self) -> dict[str, Any]:
-        """The YAML config contents of ``vococore pretrain`` (``vococore.pretrain.PretrainConfig``): vococore's
+        """The YAML config contents of ``vococore pretrain`` (``vococore.pretraining.run.PretrainConfig``): vococore's
         packaged preset for the recipe (backbone, optimiser, batch), with this run's data, steps, device, output."""
         import yaml
 
-        from vococore.config import config_path
+        from vococore.utils.config import config_path
 
         base = yaml.safe_load(config_path(PRETRAIN_PRESETS[self.recipe]).read_text())
         return {**base, "data": self.data, "steps": self.steps, "device": self.device, "output_dir": self.output_dir,
@@ -149,7 +149,7 @@ class FinetuneParameters:
         return {str(value): name for value, name in enumerate(self.classes, start=1)}
 
     def config(self, label_table_path: Path) -> dict[str, Any]:
-        """The YAML config contents of ``vococore finetune`` (``vococore.finetune.FinetuneConfig``)."""
+        """The YAML config contents of ``vococore finetune`` (``vococore.segmentation.finetune.FinetuneConfig``)."""
         return {"output_dir": self.output_dir, "pretrained": self.weights or None, "device": self.device,
                 **NETWORKS[self.network],
                 "data": {"images": [image for image, _ in self.pairs], "labels": [label for _, label in self.pairs],

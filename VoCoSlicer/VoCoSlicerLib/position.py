@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 COLUMNS = ("base", "row i", "column j", "predicted overlap", "true overlap")
 RESULT_ATTRIBUTE = "VoCoSlicer.PositionOf"  # on the table and plot nodes: the ID of the volume node

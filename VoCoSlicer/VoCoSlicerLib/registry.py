@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vococore.atomic import atomic_path
-from vococore.errors import VoCoError
+from vococore.utils.atomic import atomic_path
+from vococore.utils.errors import VoCoError
 
 MODELS_JSON = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "models.json"
 USER_MODELS = "user_models.json"

@@ -37,7 +37,7 @@ class RunState(enum.Enum):
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One JSON progress line of ``vococore ... --json-progress`` (format in ``vococore.progress``)."""
+    """One JSON progress line of ``vococore ... --json-progress`` (format in ``vococore.utils.progress``)."""
 
     event: str
     stage: str
@@ -122,7 +122,7 @@ class BackgroundProcess:
 
     def start(self) -> "BackgroundProcess":
         """Launch the command; refuses when an output file already exists (it would be overwritten)."""
-        from vococore.errors import VoCoError
+        from vococore.utils.errors import VoCoError
 
         if self.state is not RunState.NOT_STARTED:
             raise VoCoError(f"this run was already started ({self.state.value})")

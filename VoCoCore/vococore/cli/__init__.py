@@ -15,7 +15,7 @@ import sys
 # makes small networks many times slower on a busy or small CPU.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 # Subcommand modules under vococore.cli, in the order --help lists them.
 COMMANDS = ["info", "sample_data", "position", "pretrain", "export_encoder", "finetune", "infer", "evaluate"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vococore.evaluate import evaluate_files, format_scores, scores_as_dicts
+from vococore.segmentation.evaluate import evaluate_files, format_scores, scores_as_dicts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = None
     if args.label_table:
-        from vococore.finetune_data import label_table
+        from vococore.segmentation.data import label_table
 
         names = label_table(args.label_table)
     scores = evaluate_files(args.pred, args.ref, args.labels, names)

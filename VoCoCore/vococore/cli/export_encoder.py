@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vococore.training.export import export_encoder
+    from vococore.pretraining.export import export_encoder
 
     print(export_encoder(args.checkpoint, args.out, overwrite=args.overwrite).text())
     return 0

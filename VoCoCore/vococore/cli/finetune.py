@@ -6,7 +6,7 @@ import argparse
 import json
 
 from vococore.cli.pretrain import add_overrides_argument, parse_overrides
-from vococore.finetune import load_finetune_config, run_finetune
+from vococore.segmentation.finetune import load_finetune_config, run_finetune
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vococore.inference import InferenceOptions, plan_outputs, segment_files
-from vococore.progress import Progress
+from vococore.segmentation.inference import InferenceOptions, plan_outputs, segment_files
+from vococore.utils.progress import Progress
 
 MEMORY_NOTE = """memory: with N input voxels, M voxels after preprocessing (the package's spacing, crop and padding)
 and C classes, infer keeps: the input volume and one float32 copy of it while preprocessing; the preprocessed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vococore.info import describe, format_info
+from vococore.preprocessing.describe import describe, format_info
 from vococore.io import read_volume
 
 

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vococore.io import read_volume
-    from vococore.models.voco import load_voco_model
-    from vococore.position import predict_positions, report_paths, write_position_report
+    from vococore.pretraining.model import load_voco_model
+    from vococore.pretraining.position import predict_positions, report_paths, write_position_report
 
     report_paths(args.output, len(args.point) + max(args.random, 0), args.overwrite)  # refuse before any work
     model = load_voco_model(args.model)

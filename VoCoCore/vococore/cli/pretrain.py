@@ -7,7 +7,7 @@ import json
 import sys
 import yaml
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +46,8 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vococore.config import config_path, load_config
-    from vococore.pretrain import DryRunReport, PretrainConfig, run_pretraining
+    from vococore.utils.config import config_path, load_config
+    from vococore.pretraining.run import DryRunReport, PretrainConfig, run_pretraining
 
     config = load_config(PretrainConfig, config_path(args.config, "pretrain"), parse_overrides(args.overrides))
     result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,

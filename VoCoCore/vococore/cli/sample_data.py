@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vococore import sampledata
+from vococore.io import sampledata
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""CT input/output: read NIfTI, NRRD, MetaImage and DICOM series into a :class:`~vococore.volume.Volume`,
+"""CT input/output: read NIfTI, NRRD, MetaImage and DICOM series into a :class:`~vococore.io.volume.Volume`,
 and write labelmaps on a reference grid as NIfTI, NRRD or Slicer ``.seg.nrrd``."""
 
 from vococore.io.labels import LabelInfo

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 log = logging.getLogger(__name__)
 

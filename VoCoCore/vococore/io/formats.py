@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 
 NIFTI = "nifti"
 NRRD = "nrrd"

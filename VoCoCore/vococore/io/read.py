@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vococore.errors import VoCoError
+from vococore.utils.errors import VoCoError
 from vococore.io.dicom import _first_line, read_dicom_series
 from vococore.io.formats import NIFTI, detect_format
-from vococore.volume import LPS_TO_RAS, Volume
+from vococore.io.volume import LPS_TO_RAS, Volume
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None, check_finite: bool = True) -> Volume:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vococore.atomic import atomic_path
-from vococore.errors import VoCoError
+from vococore.utils.atomic import atomic_path
+from vococore.utils.errors import VoCoError
 from vococore.io.formats import NIFTI, NRRD, SEG_NRRD, METAIMAGE, detect_format
 from vococore.io.labels import LabelInfo, make_labels
-from vococore.volume import Volume
+from vococore.io.volume import Volume
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False) -> Path:

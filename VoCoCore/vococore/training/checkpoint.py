@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vococore.atomic import save_torch
-from vococore.errors import VoCoError
+from vococore.utils.atomic import save_torch
+from vococore.utils.errors import VoCoError
 
 FORMAT = "vococore-checkpoint"
 VERSION = 1
@@ -58,7 +58,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def _plain(obj: Any) -> Any:
     """Dataclasses and paths as plain data so that weights_only loading accepts them."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        from vococore.config import to_dict
+        from vococore.utils.config import to_dict
 
         return to_dict(obj)
     if isinstance(obj, os.PathLike):
@@ -147,7 +147,7 @@ def restore_training_state(ckpt: dict[str, Any], model: torch.nn.Module,
 
 def checkpoint_backbone(ckpt: dict[str, Any]) -> Any:
     """The BackboneSpec the checkpoint was trained with (including ``legacy_merging``)."""
-    from vococore.config import from_dict
-    from vococore.models.backbones import BackboneSpec
+    from vococore.utils.config import from_dict
+    from vococore.networks.backbones import BackboneSpec
 
     return from_dict(BackboneSpec, ckpt["backbone"], where="checkpoint backbone")

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from vococore.errors import VoCoError
+from vococore.utils.device import pick_device
+from vococore.utils.errors import VoCoError
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's GPU when CUDA is available, else CPU; or an explicit ``cpu``/``cuda``/``cuda:N``
-    (asking for CUDA without one is a clear error)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise VoCoError(f"device {device!r} requested but this torch has no usable CUDA device; use --device cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local_rank)
-    return dev
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vococore.errors import VoCoError
-from vococore.progress import Progress
+from vococore.utils.errors import VoCoError
+from vococore.utils.progress import Progress
 from vococore.training.checkpoint import (build_checkpoint, capture_rng_state, load_checkpoint,
                                           restore_training_state, save_checkpoint)
 from vococore.training.distributed import DistInfo, any_rank, gather_objects, unwrap_model
@@ -181,7 +181,7 @@ class Trainer:
         """Restore everything from ``path`` (default: ``checkpoints/last.pt``); returns the step reached."""
         path = Path(path) if path is not None else self.checkpoint_dir / "last.pt"
         ckpt = load_checkpoint(path, map_location=self.info.device)
-        from vococore.config import to_dict
+        from vococore.utils.config import to_dict
 
         mine = to_dict(self.backbone)
         if ckpt["backbone"] != mine:

@@ -1,0 +1,238 @@
+"""VoCo pretraining runs: the :class:`PretrainConfig` a YAML file maps onto, :func:`run_pretraining` that wires
+data, cache, model and the shared training loop together, and a dry run that measures real steps and prints
+time and memory estimates for the whole run before anything long starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vococore.utils.config import save_config, to_dict
+from vococore.pretraining.data.cache import VolumeCache, decode, decode_window
+from vococore.pretraining.data.datalist import load_datalist
+from vococore.pretraining.data.dataset import PretextDataset, make_loader, warm_cache
+from vococore.utils.errors import VoCoError
+from vococore.networks.backbones import BackboneSpec
+from vococore.utils.progress import Progress
+from vococore.training.distributed import DistInfo, barrier, cleanup, init_distributed, wrap_model
+from vococore.training.loop import LoopConfig, Trainer, TrainResult, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs; ``vococore pretrain --config FILE.yaml`` reads it one to one.
+
+    ``batch_size`` is volumes per step per process; each volume gives grid² bases + targets crops.
+    ``cache_dir`` None keeps preprocessed volumes in memory; ``cache_limit_gb`` 0 means unbounded.
+    """
+
+    data: str | list[str] = ""  # datalist JSON, folder, glob pattern, CT file/DICOM folder, or a list
+    data_split: str = "training"
+    recipe: str = "v2"
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 5000
+    amp: str = "auto"
+    grad_clip: float | None = None
+    checkpoint_every: int = 1000
+    keep_every: int = 0
+    cache_dir: str | None = None
+    cache_limit_gb: float = 0.0
+    cache_dtype: str = "float16"
+    workers: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    skip_bad_files: bool = False
+    tensorboard: bool = True
+    output_dir: str = "output/pretrain"
+
+    def loop_config(self) -> LoopConfig:
+        """The shared loop's part of this config."""
+        return LoopConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+                          warmup_steps=min(self.warmup_steps, self.steps), amp=self.amp, grad_clip=self.grad_clip,
+                          checkpoint_every=self.checkpoint_every, keep_every=self.keep_every)
+
+
+@dataclass
+class DryRunReport:
+    """Estimates printed by ``--dry-run``: measured per-step time and memory, extrapolated to the whole run."""
+
+    device: str
+    amp: str
+    crops_per_step: int
+    step_s: float
+    peak_memory_gb: float
+    memory_kind: str
+    steps_left: int
+    run_s: float
+    volumes: int
+    cache_gb: float
+    preprocess_s: float
+
+    def text(self) -> str:
+        """A short human-readable summary."""
+        return (f"dry run on {self.device} (amp {self.amp}): {self.crops_per_step} crops/step, "
+                f"{self.step_s:.2f} s/step measured, peak {self.memory_kind} memory {self.peak_memory_gb:.2f} GB\n"
+                f"whole run: {self.steps_left} steps ≈ {_hms(self.run_s)} of training + ≈ "
+                f"{_hms(self.preprocess_s)} to preprocess {self.volumes} volume(s) once (cache ≈ "
+                f"{self.cache_gb:.2f} GB)")
+
+
+def _hms(seconds: float) -> str:
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def make_sample_fn(recipe: Any):
+    """The per-volume sample builder: place the recipe's region on the cached image (reading and decoding only
+    that window in crop mode), then cut, label and augment the crops (vococore.pretraining.pretext) with the sample's own
+    generator."""
+    from vococore.pretraining.pretext import PretextSampler, place_region
+
+    sampler = PretextSampler(recipe)
+
+    def make_sample(image: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        placement = place_region(image.shape, recipe, rng)
+        if placement.mode == "crop":
+            start = np.rint(placement.offset).astype(np.int64)
+            region = torch.from_numpy(decode_window(image, start, placement.region_size))[None]
+        else:
+            region = placement.extract(torch.from_numpy(decode(image))[None])
+        sample = sampler(region, rng)
+        return {"bases": sample.bases, "targets": sample.targets, "labels": sample.labels}
+
+    return make_sample
+
+
+def voco_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The pretraining step function for the shared loop: VoCo loss parts and ``total`` of one batch."""
+    return model(batch["bases"], batch["targets"], batch["labels"])
+
+
+def _check_output(config: PretrainConfig, resume: bool | str | os.PathLike, overwrite: bool) -> None:
+    last = Path(config.output_dir) / "checkpoints" / "last.pt"
+    if last.exists() and not resume and not overwrite:
+        raise VoCoError("already holds a pretraining run; continue it with --resume, choose another output_dir, "
+                        "or pass --overwrite to start over", Path(config.output_dir))
+
+
+def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = False, dry_run: bool = False,
+                    json_progress: bool = False, stop_after: int | None = None,
+                    overwrite: bool = False) -> TrainResult | DryRunReport:
+    """Pretrain as ``config`` says. ``resume`` True continues ``output_dir/checkpoints/last.pt`` exactly (or give
+    a checkpoint path); ``stop_after`` ends this call after that many steps (with a checkpoint); ``dry_run``
+    measures a few real steps, returns the estimates and trains nothing."""
+    from vococore.pretraining.model import VoCoModel
+    from vococore.pretraining.pretext import get_recipe
+
+    if not dry_run:
+        _check_output(config, resume, overwrite)
+    info = init_distributed(config.device)
+    try:
+        recipe = get_recipe(config.recipe)
+        seed_everything(config.seed, config.deterministic)
+        if not config.data:
+            raise VoCoError("the config names no data: set 'data' to a datalist JSON, a folder or a glob pattern")
+        paths = load_datalist(config.data, config.data_split)
+        if dry_run:
+            done = _resume_step(config, resume) if resume else 0
+            return _dry_run(config, recipe, paths, info, steps_left=config.steps - done)
+        cache = VolumeCache(recipe.preprocess_config(), config.cache_dir, config.cache_limit_gb, config.cache_dtype)
+        paths = _warm(cache, paths, config, info, json_progress)
+        dataset = PretextDataset(paths, cache, make_sample_fn(recipe), seed=config.seed)
+        model = VoCoModel(config.backbone, recipe).to(info.device)
+        if info.distributed:
+            torch.manual_seed(config.seed + 1000003 * info.rank)  # distinct dropout draws per rank
+        trainer = Trainer(wrap_model(model, info), voco_step, config.loop_config(), config.output_dir, info,
+                          backbone=config.backbone, recipe=to_dict(recipe), run_config=config,
+                          json_progress=json_progress, tensorboard=config.tensorboard)
+        if resume:
+            trainer.resume(None if resume is True else resume)
+        if info.is_main:
+            save_config(config, Path(config.output_dir) / "config.yaml")
+        loader = make_loader(dataset, config.batch_size, trainer.step, config.steps, info.rank, info.world_size,
+                             config.workers, pin_memory=info.device.type == "cuda")
+        return trainer.fit(loader, stop_after=stop_after,
+                           data_state=lambda s: {"next_step": s, "volumes": len(paths), "seed": config.seed})
+    finally:
+        cleanup(info)
+
+
+def _warm(cache: VolumeCache, paths: list[Path], config: PretrainConfig, info: DistInfo,
+          json_progress: bool) -> list[Path]:
+    """Fill the cache before training (rank 0 first, so other ranks find a disk cache ready)."""
+    result: list[Path] = []
+    for turn in (True, False):
+        if info.is_main == turn:
+            progress = Progress("cache", len(paths), json_lines=json_progress and info.is_main, enabled=info.is_main)
+            good, bad = warm_cache(cache, paths, config.skip_bad_files, progress)
+            progress.close(volumes=len(good), bad_files=len(bad))
+            if bad and info.is_main:
+                log.warning("left out %d unreadable volume(s) of %d", len(bad), len(paths))
+            if cache.skipped_count and info.is_main:
+                log.warning("%d volume(s) did not fit the cache limit and are re-read every time",
+                            cache.skipped_count)
+            result = good
+        barrier(info)
+    return result
+
+
+def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "GPU"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process (RSS)"
+
+
+def _resume_step(config: PretrainConfig, resume: bool | str | os.PathLike) -> int:
+    """The step a resumed run would continue from."""
+    from vococore.training.checkpoint import load_checkpoint
+
+    path = Path(config.output_dir) / "checkpoints" / "last.pt" if resume is True else Path(resume)
+    return int(load_checkpoint(path)["step"])
+
+
+def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistInfo, steps_left: int,
+             measure_steps: int = 2) -> DryRunReport:
+    """Measure ``measure_steps`` real training steps on the first volumes (in-memory cache, nothing written)."""
+    from vococore.pretraining.model import VoCoModel
+
+    cache = VolumeCache(recipe.preprocess_config(), None, dtype=config.cache_dtype)
+    t0 = time.perf_counter()
+    first = cache.get(paths[0])
+    preprocess_s = time.perf_counter() - t0
+    dataset = PretextDataset(paths[:1], cache, make_sample_fn(recipe), seed=config.seed)
+    model = VoCoModel(config.backbone, recipe).to(info.device)
+    trainer = Trainer(model, voco_step, dataclasses.replace(config.loop_config(), steps=measure_steps),
+                      "/nonexistent-dry-run", info, backbone=config.backbone, tensorboard=False)
+    if info.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(info.device)
+    times = []
+    for batch in make_loader(dataset, config.batch_size, 0, measure_steps):
+        t = time.perf_counter()
+        trainer.train_step(batch)
+        if info.device.type == "cuda":
+            torch.cuda.synchronize(info.device)
+        times.append(time.perf_counter() - t)
+    step_s = min(times)
+    peak, kind = _peak_memory_gb(info.device)
+    crops = config.batch_size * (recipe.num_bases + recipe.num_targets)
+    return DryRunReport(device=str(info.device), amp=str(trainer.dtype).replace("torch.", "") if trainer.dtype
+                        else "none", crops_per_step=crops, step_s=step_s, peak_memory_gb=peak, memory_kind=kind,
+                        steps_left=steps_left, run_s=step_s * steps_left, volumes=len(paths),
+                        cache_gb=first.array.nbytes * len(paths) / 2**30,
+                        preprocess_s=preprocess_s * len(paths) / max(info.world_size, 1))

@@ -1,0 +1,243 @@
+"""Segmentation fine-tuning: SwinUNETR (or the CPU-sized BasicUNet) initialised from VoCo weights or from scratch,
+trained with DiceCE on positive/negative-balanced crops through the shared training loop, validated with a
+sliding window and MONAI DiceMetric, keeping the best model as a ready-to-use package.
+
+Pretrained weights decide the Swin patch merging: files that record it (ours) keep theirs, unrecorded ones are
+official releases and get MONAI 1.3.0's; the choice is written to config.yaml, checkpoints and the package.
+Outputs in ``output_dir``: ``config.yaml`` (resolved), ``checkpoints/last.pt`` and ``checkpoints/best.pt``,
+``best.vocomodel``, ``metrics.jsonl``, ``validation.jsonl``, ``tensorboard/``, ``load_report.txt`` (if pretrained).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from vococore.utils.config import config_path, load_config, save_config
+from vococore.utils.errors import VoCoError
+from vococore.segmentation.data import (batch_for_step, crop_transform, label_table, pairs_from_datalist,
+                                    pairs_from_lists, prepare_cases, select_classes)
+from vococore.networks.backbones import BackboneSpec, build_segmenter
+from vococore.preprocessing.preprocessor import PreprocessConfig
+from vococore.utils.progress import Progress
+from vococore.training.loop import LoopConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneData:
+    """Training pairs (a datalist or explicit lists, or "sample:NAME" entries) and the labels to learn."""
+
+    datalist: str | None = None  # MSD-style JSON: "training"/"validation" lists of {"image", "label"}
+    images: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    val_images: list[str] = field(default_factory=list)  # none given: validate on the training cases
+    val_labels: list[str] = field(default_factory=list)
+    label_table: str = "totalseg"  # "totalseg" or a JSON file {id: name}
+    classes: list[str] = field(default_factory=list)  # names or ids, in output-channel order 1..N
+    colors: dict[str, list[float]] = field(default_factory=dict)  # optional RGB 0..1 by name
+
+
+@dataclass
+class FinetuneTrain:
+    """Optimisation (VoCo BTCV recipe defaults: AdamW 3e-4, wd 1e-5, 4 crops/volume, pos 9 : neg 1)."""
+
+    steps: int = 1000
+    lr: float = 3e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 50
+    samples_per_volume: int = 4
+    pos: float = 9.0
+    neg: float = 1.0
+    augment: bool = True
+    val_every: int = 100
+    val_overlap: float = 0.5
+    amp: str = "auto"
+    grad_clip: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run (``vococore finetune --config FILE.yaml``)."""
+
+    output_dir: str = "runs/finetune"
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    pretrained: str | None = None  # VoCo encoder/checkpoint/package in any layout models.weights accepts
+    pretrained_min_fraction: float = 0.5
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    data: FinetuneData = field(default_factory=FinetuneData)
+    train: FinetuneTrain = field(default_factory=FinetuneTrain)
+    description: str = ""
+    device: str = "auto"
+
+
+def load_finetune_config(path: str | os.PathLike, overrides: dict | None = None) -> FinetuneConfig:
+    """Read the YAML config (a file or a packaged name); ``sample:NAME`` data entries become the registered
+    sample dataset NAME (e.g. ``sample:TotalSegCT``); other relative paths stay relative to the current folder."""
+    from vococore.io.sampledata import fetch
+
+    config = load_config(FinetuneConfig, config_path(path, "finetune"), overrides)
+    data = config.data
+    for name in ("images", "labels", "val_images", "val_labels"):
+        setattr(data, name, [str(fetch(p.removeprefix("sample:"))) if p.startswith("sample:") else p
+                             for p in getattr(data, name)])
+    return config
+
+
+@dataclass
+class FinetuneResult:
+    """Where a run ended: step, best mean Dice and its step, and the files written."""
+
+    step: int
+    best_dice: float
+    best_step: int
+    last_checkpoint: Path
+    package: Path | None
+    history: list[dict] = field(default_factory=list)  # validation records
+
+
+def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bool = False,
+                 stop_after: int | None = None) -> FinetuneResult:
+    """Train as configured (continuing ``checkpoints/last.pt`` when ``resume``), for at most ``stop_after``
+    steps in this call (None: to the end); returns the outcome. Resuming repeats exactly the crops, RNG states
+    and schedule of an uninterrupted run."""
+    from vococore.training.checkpoint import load_checkpoint
+    from vococore.training.distributed import DistInfo
+    from vococore.utils.device import pick_device
+    from vococore.training.loop import Trainer, seed_everything
+
+    out = Path(config.output_dir)
+    if not resume and (out / "checkpoints" / "last.pt").exists():
+        raise VoCoError("holds a previous run; pass --resume to continue it or choose another output_dir", out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = load_checkpoint(out / "checkpoints" / "last.pt") if resume else None
+    if previous is not None:  # keep the patch merging the run started with (it may come from the weights file)
+        config.backbone.legacy_merging = bool(previous["backbone"].get("legacy_merging"))
+    seed_everything(config.train.seed)
+    mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table), config.data.colors)
+    train_cases, val_cases = _cases(config, mapping)
+    model = build_segmenter(config.backbone, len(labels) + 1)
+    if config.pretrained and not resume:
+        from vococore.networks.weights import load_weights
+
+        report = load_weights(model, config.pretrained, config.pretrained_min_fraction)
+        (out / "load_report.txt").write_text(report.summary(max_keys=50) + "\n")
+        log.info("%s", report.summary())
+        if report.legacy_merging is not None and report.legacy_merging != config.backbone.legacy_merging:
+            log.warning("patch merging set to %s to match the pretrained weights (config said %s)",
+                        "MONAI 1.3.0" if report.legacy_merging else "MONAI >= 1.4", config.backbone.legacy_merging)
+            config.backbone.legacy_merging = report.legacy_merging
+    save_config(config, out / "config.yaml")
+    info = DistInfo(device=pick_device(config.device))
+    model.to(info.device)
+    t = config.train
+    loop = LoopConfig(steps=t.steps, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, amp=t.amp,
+                      grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every)
+    trainer = Trainer(model, _dice_ce_step(), loop, out, info, backbone=config.backbone, run_config=config,
+                      kind="finetune", stage="finetune", json_progress=json_progress)
+    best_dice, best_step = -1.0, 0
+    if previous is not None:
+        trainer.resume()
+        state = previous.get("data_state") or {}
+        best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
+    crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
+    history = []
+    end = t.steps if stop_after is None else min(t.steps, trainer.step + stop_after)
+    while trainer.step < end:
+        chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
+        batches = (batch_for_step(train_cases, crops, s, t.seed) for s in range(trainer.step, t.steps))
+        trainer.fit(batches, stop_after=chunk,
+                    data_state=lambda s: {"next_step": s, "best_dice": best_dice, "best_step": best_step})
+        if trainer.step % t.val_every and trainer.step < t.steps:
+            continue  # stopped between validations (stop_after): the checkpoint is written, resume goes on
+        record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step, json_progress)
+        history.append(record)
+        with open(out / "validation.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if record["mean_dice"] > best_dice:
+            best_dice, best_step = record["mean_dice"], trainer.step
+            _save_best(trainer, config, labels, out)
+        trainer.save({"next_step": trainer.step, "best_dice": best_dice, "best_step": best_step})
+    package = out / "best.vocomodel"
+    return FinetuneResult(trainer.step, best_dice, best_step, out / "checkpoints" / "last.pt",
+                          package if package.exists() else None, history)
+
+
+def _cases(config: FinetuneConfig, mapping: dict[int, int]):
+    data = config.data
+    if data.datalist:
+        train = pairs_from_datalist(data.datalist, "training")
+        val = pairs_from_datalist(data.datalist, "validation") if _has_split(data.datalist) else []
+    else:
+        train = pairs_from_lists(data.images, data.labels)
+        val = pairs_from_lists(data.val_images, data.val_labels)
+    if not train:
+        raise VoCoError("no training pairs: set data.datalist or data.images/data.labels")
+    train_cases = prepare_cases(train, config.preprocess, mapping)
+    return train_cases, (prepare_cases(val, config.preprocess, mapping) if val else train_cases)
+
+
+def _has_split(datalist: str, split: str = "validation") -> bool:
+    return bool(json.loads(Path(datalist).read_text()).get(split))
+
+
+def _dice_ce_step():
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"total": loss_fn(model(batch["image"]), batch["label"])}
+
+    return step
+
+
+def validate(model: torch.nn.Module, cases, roi_size, overlap: float, labels, step: int,
+             json_progress: bool = False) -> dict:
+    """Sliding-window argmax on each case and per-class Dice (MONAI DiceMetric, background excluded)."""
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    from vococore.segmentation.sliding_window import argmax_in_slabs, sliding_window_scores
+
+    n = len(labels) + 1
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    device = next(model.parameters()).device
+    model.eval()
+    bar = Progress("validate", len(cases), json_lines=json_progress)
+    for case in cases:
+        pred = argmax_in_slabs(sliding_window_scores(model, case.image[None].to(device), roi_size,
+                                                     overlap=overlap, accumulate_dtype=torch.float32))
+        metric(one_hot(pred[None, None].long(), n), one_hot(case.label[None].long().to(device), n))
+        bar.update()
+    per_class = metric.aggregate().cpu().tolist()
+    dice = {li.name: round(float(d), 4) for li, d in zip(labels, per_class)}
+    finite = [d for d in dice.values() if d == d]
+    mean = sum(finite) / len(finite) if finite else 0.0
+    bar.close(mean_dice=mean, **{f"dice_{k}": v for k, v in dice.items() if v == v})
+    model.train()
+    return {"step": step, "mean_dice": round(mean, 4), "dice": dice}
+
+
+def _save_best(trainer, config: FinetuneConfig, labels, out: Path) -> None:
+    from vococore.segmentation.package import ModelPackage, save_package
+    from vococore.training.checkpoint import build_checkpoint, save_checkpoint
+    from vococore.training.distributed import unwrap_model
+
+    model = unwrap_model(trainer.model)
+    save_checkpoint(out / "checkpoints" / "best.pt",
+                    build_checkpoint(trainer.step, model, kind="finetune", backbone=config.backbone,
+                                     config=config))
+    package = ModelPackage(backbone=config.backbone, labels=labels, preprocess=config.preprocess,
+                           roi_size=tuple(config.roi_size), overlap=0.5, description=config.description,
+                           extra={"trained_steps": trainer.step, "pretrained": config.pretrained})
+    save_package(model, package, out / "best.vocomodel", overwrite=True)

@@ -1,0 +1,171 @@
+"""The demo's pictures: loss curves, the base-crop grid over CT, predicted vs true overlaps, segmentation over CT.
+
+Every figure has a fixed pixel size (``SIZES``) so a test can check that a real image of that size was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vococore.utils.atomic import atomic_path
+
+DPI = 100
+SIZES = {  # name -> (width, height) in pixels
+    "pretrain_loss.png": (1200, 500),
+    "finetune_curves.png": (1200, 500),
+    "grid_axial.png": (700, 700),
+    "grid_coronal.png": (700, 700),
+    "positions.png": (1200, 500),
+    "segmentation.png": (1200, 600),
+}
+
+
+def _figure(name: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w, h = SIZES[name]
+    return plt, plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+
+
+def _save(plt, fig, folder: Path, name: str) -> Path:
+    with atomic_path(folder / name, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    plt.close(fig)
+    return folder / name
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Records of a run's ``metrics.jsonl`` (one JSON object per training step)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_pretrain_loss(records: list[dict], parts: Sequence[str], folder: Path) -> Path:
+    """Each VoCo loss part against the step (raw and a moving average), one panel per part."""
+    plt, fig = _figure("pretrain_loss.png")
+    steps = np.array([r["step"] for r in records])
+    axes = fig.subplots(1, len(parts))
+    for ax, part in zip(np.atleast_1d(axes), parts):
+        values = np.array([r[part] for r in records])
+        window = max(1, len(values) // 10)
+        ax.plot(steps, values, color="0.75", lw=0.8, label="per step")
+        ax.plot(steps[window - 1:], _smooth(values, window), color="C0", lw=2, label=f"mean of {window}")
+        ax.set_title(part)
+        ax.set_xlabel("step")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("VoCo pretraining loss parts")
+    fig.tight_layout()
+    return _save(plt, fig, folder, "pretrain_loss.png")
+
+
+def plot_finetune(runs: dict[str, list[dict]], validations: dict[str, list[dict]], folder: Path) -> Path:
+    """Training loss and validation mean Dice of each fine-tuning run (pretrained vs scratch)."""
+    plt, fig = _figure("finetune_curves.png")
+    loss_ax, dice_ax = fig.subplots(1, 2)
+    for i, (name, records) in enumerate(runs.items()):
+        steps = np.array([r["step"] for r in records])
+        loss = np.array([r["total"] for r in records])
+        window = max(1, len(loss) // 10)
+        loss_ax.plot(steps[window - 1:], _smooth(loss, window), color=f"C{i}", label=name)
+        val = validations.get(name, [])
+        dice_ax.plot([v["step"] for v in val], [v["mean_dice"] for v in val], "o-", color=f"C{i}", label=name)
+    loss_ax.set(title="training loss (DiceCE, moving mean)", xlabel="step")
+    dice_ax.set(title="validation mean Dice", xlabel="step", ylim=(0, 1))
+    loss_ax.legend()
+    dice_ax.legend()
+    fig.tight_layout()
+    return _save(plt, fig, folder, "finetune_curves.png")
+
+
+def plot_grid(image: np.ndarray, affine: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray]], view: str,
+              folder: Path, title: str) -> Path:
+    """A slice of a RAS-oriented image (``affine`` axis-aligned) in world mm with the base-crop boxes drawn.
+
+    ``view`` is ``axial`` (x–y plane at the boxes' centre z) or ``coronal`` (x–z plane at their centre y).
+    """
+    from matplotlib.patches import Rectangle
+
+    name = f"grid_{view}.png"
+    plt, fig = _figure(name)
+    ax = fig.add_subplot()
+    centres = np.array([c for c, _ in boxes])
+    spacing, origin = np.diag(affine)[:3], affine[:3, 3]
+    if not np.allclose(affine[:3, :3], np.diag(spacing), atol=1e-4):
+        raise ValueError("plot_grid needs an axis-aligned RAS image")
+    across = 2 if view == "axial" else 1  # the axis we cut across
+    index = int(round((centres[:, across].mean() - origin[across]) / spacing[across]))
+    index = min(max(index, 0), image.shape[across] - 1)
+    plane = np.take(image, index, axis=across)  # (x, y) or (x, z)
+    shown = 1 if view == "axial" else 2
+    extent = [origin[0], origin[0] + spacing[0] * (image.shape[0] - 1),
+              origin[shown], origin[shown] + spacing[shown] * (image.shape[shown] - 1)]
+    ax.imshow(plane.T, cmap="gray", origin="lower", extent=extent, aspect="equal")
+    cut = origin[across] + spacing[across] * index
+    for k, (centre, size) in enumerate(boxes):
+        if abs(cut - centre[across]) > size[across] / 2:
+            continue  # this base crop does not meet the cut plane
+        corner = (centre[0] - size[0] / 2, centre[shown] - size[shown] / 2)
+        ax.add_patch(Rectangle(corner, size[0], size[shown], fill=False, ec="yellow", lw=1.5))
+        ax.text(centre[0], centre[shown], str(k), color="yellow", ha="center", va="center", fontsize=12)
+    ax.set_xlabel("R (mm)")
+    ax.set_ylabel("A (mm)" if view == "axial" else "S (mm)")
+    ax.set_title(f"{title}: {view} slice")
+    fig.tight_layout()
+    return _save(plt, fig, folder, name)
+
+
+def plot_positions(predicted: np.ndarray, true: np.ndarray, folder: Path) -> Path:
+    """Grouped bars of predicted vs true overlap per base, one panel per sub-volume."""
+    plt, fig = _figure("positions.png")
+    count, bases = predicted.shape
+    axes = np.atleast_1d(fig.subplots(1, count, sharey=True))
+    x = np.arange(bases)
+    for i, ax in enumerate(axes):
+        ax.bar(x - 0.2, true[i], 0.4, label="true", color="0.6")
+        ax.bar(x + 0.2, predicted[i], 0.4, label="predicted", color="C1")
+        ax.set(title=f"sub-volume {i}", xlabel="base", xticks=x, ylim=(0, 1.05))
+    axes[0].set_ylabel("overlap")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Position prediction: overlap of each sub-volume with each base crop")
+    fig.tight_layout()
+    return _save(plt, fig, folder, "positions.png")
+
+
+def plot_segmentation(ct: np.ndarray, affine: np.ndarray, predicted: np.ndarray, reference: np.ndarray,
+                      colors: dict[int, tuple], folder: Path, title: str) -> Path:
+    """The axial slice with most labelled voxels, prediction (left) and reference (right) over the CT, shown
+    like the grid figures (patient's right towards the right edge, anterior up) whatever the file orientation."""
+    import nibabel.orientations as nio
+    from matplotlib.colors import ListedColormap
+
+    to_ras = nio.io_orientation(affine)
+    ct, predicted, reference = (nio.apply_orientation(a, to_ras) for a in (ct, predicted, reference))
+    plt, fig = _figure("segmentation.png")
+    k = int(np.argmax((reference > 0).sum(axis=(0, 1)) + (predicted > 0).sum(axis=(0, 1))))
+    top = max(colors) if colors else 1
+    table = np.zeros((top + 1, 4))
+    for value, rgb in colors.items():
+        table[value] = (*rgb, 0.55)
+    cmap = ListedColormap(table)
+    window = np.clip((ct[:, :, k].T + 175) / 425, 0, 1)
+    for i, (labels, name) in enumerate(((predicted, "prediction"), (reference, "reference"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.imshow(window, cmap="gray", origin="lower")
+        ax.imshow(np.where(labels[:, :, k].T <= top, labels[:, :, k].T, 0), cmap=cmap, vmin=0, vmax=top,
+                  origin="lower", interpolation="nearest")
+        ax.set_title(f"{name} (slice k={k})")
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(plt, fig, folder, "segmentation.png")
