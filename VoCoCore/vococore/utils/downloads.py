@@ -31,7 +31,8 @@ def download(url: str, target: str | os.PathLike, sha256: str | None = None,
     try:
         with atomic_path(target, overwrite=True) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                total = response.length
+                length = response.headers.get("Content-Length")
+                total = int(length) if length else None
                 done = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
