@@ -55,7 +55,8 @@ def gpu_facts() -> dict:
     """
     import torch
 
-    facts = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "available": torch.cuda.is_available()}
+    facts = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "available": torch.cuda.is_available(),
+             "pid": os.getpid()}
     if facts["available"]:
         free, total = (b / 2**30 for b in torch.cuda.mem_get_info(0))
         facts.update(name=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
