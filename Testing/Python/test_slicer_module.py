@@ -44,7 +44,8 @@ def _parameters() -> dict[str, str]:
 
 def test_ui_parses_and_holds_every_widget_the_code_uses():
     widgets = _ui_widgets()
-    used = set(re.findall(r"self\.ui\.(\w+)", SOURCE))
+    # widgets used directly, and through the BUTTONS/LABELS tables that bind them to the presenter's view
+    used = set(re.findall(r"self\.ui\.(\w+)", SOURCE)) | set(re.findall(r'"(\w+(?:Button|Label|CheckBox))"', SOURCE))
     assert len(used) > 15
     assert sorted(used - set(widgets)) == []
     root = ET.parse(UI).getroot()
@@ -66,7 +67,7 @@ def test_every_parameter_is_bound_to_a_fitting_widget():
     # 'model' is synced by hand (onModelSelected): its choices grow when the user imports a model, and
     # connectGui fills a QComboBox only from a fixed Choice annotation
     assert sorted(bound) == sorted(set(fields) - {"model"})
-    assert "self._parameterNode.model = modelId" in SOURCE
+    assert "self._parameterNode.model = self.ui.modelComboBox.itemData(index)" in SOURCE
     for name, kind in fields.items():
         if name == "model":
             continue

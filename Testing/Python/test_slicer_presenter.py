@@ -258,3 +258,25 @@ def test_scene_close_cancels_a_segmentation_and_finetune_tab_start_cancel(presen
 def test_empty_path_fields_show_nothing():
     assert path_text(Path("")) == "" and path_text(None) == "" and path_text(".") == ""
     assert path_text(Path("/data/ct")) == "/data/ct"
+
+
+def test_widget_binds_every_button_and_label_to_what_the_presenter_shows(presenter, mrml, sample):
+    """VoCoSlicer.py's BUTTONS and LABELS tables name widgets of the .ui and actions/labels of the view."""
+    import ast
+    import xml.etree.ElementTree as ET
+
+    module = Path(__file__).resolve().parents[2] / "VoCoSlicer"
+    tables = {}
+    for node in ast.parse((module / "VoCoSlicer.py").read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("BUTTONS", "LABELS"):
+            tables[node.targets[0].id] = ast.literal_eval(node.value)
+    widgets = {w.get("name") for w in ET.parse(module / "Resources" / "UI" / "VoCoSlicer.ui").iter("widget")}
+    assert set(tables["BUTTONS"]) | set(tables["LABELS"]) <= widgets
+    presenter.state.inputVolume = _load(mrml, sample)
+    for tab in (TAB_PRETRAIN, TAB_FINETUNE):
+        presenter.set_tab(tab)
+        view = presenter.view()
+        assert set(tables["BUTTONS"].values()) <= set(view.actions)
+        shown = {key for keys in tables["LABELS"].values() for key in keys}
+        assert shown - set(view.labels) <= {"position"}  # the prediction's table name, after the first prediction
+        assert set(view.labels) <= shown  # nothing the presenter says goes unshown

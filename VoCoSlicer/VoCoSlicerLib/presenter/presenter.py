@@ -59,6 +59,8 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         actions: dict[str, Action] = {"import_model": Action(True, "Add a .vocomodel package (made by fine-tuning "
                                                                    "or vococore) to the model list.")}
         labels: dict[str, str] = dict(self.texts)
+        actions["cancel"] = Action(self.running is not None, f"Stop the {self.running} run." if self.running else
+                                   "Nothing is running.", "Cancel")
         self._segment_view(actions, labels)
         self._see_view(actions, labels)
         self._train_view(actions, labels)
