@@ -126,3 +126,25 @@ def test_official_checkpoint_becomes_a_model_package(tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value)
     stamp = path.stat().st_mtime_ns
     assert logic.model_path("Tiny") == path and path.stat().st_mtime_ns == stamp  # converted once
+
+
+def test_checksum_of_a_cached_model_is_computed_once_and_redone_when_the_file_changes(tmp_path):
+    """Apply must not hash a multi-GB model every time: the verified digest is remembered with the file's size and
+    modification time, and a file that changed is hashed (and refused) again."""
+    import os
+
+    served = tmp_path / "server" / "tiny.pt"
+    served.parent.mkdir()
+    served.write_bytes(b"weights" * 300_000)
+    registry = ModelRegistry(_models_json(tmp_path, served.as_uri(), None), cache_dir=tmp_path / "cache")
+    entry = registry.get("Tiny")
+    path = registry.download(entry)
+    stat = path.stat()
+    # same size and time, other bytes: only a remembered digest can pass this without reading the file
+    path.write_bytes(b"W" + path.read_bytes()[1:])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert registry.local_path(entry) == path
+    assert ModelRegistry(registry.models_json, cache_dir=tmp_path / "cache").local_path(entry) == path  # on disk
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file changed: hashed again
+    with pytest.raises(VoCoError, match="different SHA-256"):
+        registry.local_path(entry)

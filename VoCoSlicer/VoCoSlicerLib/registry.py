@@ -104,8 +104,13 @@ class ModelRegistry:
         if known and known[:2] == key:
             return known[2]
         digest = sha256_of(path)
-        self._write_json(VERIFIED, {**self._read_json(VERIFIED, {}), path.name: [*key, digest]})
+        self._remember(path, digest)
         return digest
+
+    def _remember(self, path: Path, digest: str) -> None:
+        stat = path.stat()
+        self._write_json(VERIFIED, {**self._read_json(VERIFIED, {}), path.name: [stat.st_size, stat.st_mtime_ns,
+                                                                                 digest]})
 
     def download(self, entry: ModelEntry, on_bytes: Callable[[int, int | None], None] | None = None) -> Path:
         """Fetch ``entry`` into the cache (atomically), verify its SHA-256, record it if none was published."""
@@ -134,6 +139,7 @@ class ModelRegistry:
                             "'Import model file'", entry.url) from None
         if entry.sha256 is None:
             self._record(entry.id, got)
+        self._remember(target, got)
         return target
 
     def import_model(self, source: str | os.PathLike, model_id: str, title: str | None = None,
@@ -156,6 +162,7 @@ class ModelRegistry:
             if sha256_of(tmp) != got:
                 raise VoCoError("copy into the model cache does not match the source; not imported", source)
         self._write_json(USER_MODELS, [_entry_to_json(e) for e in [*self._user_entries(), entry]])
+        self._remember(self.path(entry), got)
         return entry
 
     def _user_entries(self) -> list[ModelEntry]:
