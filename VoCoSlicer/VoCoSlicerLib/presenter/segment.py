@@ -113,7 +113,9 @@ class SegmentSection:
         if self.running == "segment":
             self.cancel()
             return
-        action = self.view().actions["apply"]
+        actions: dict[str, Action] = {}
+        self._segment_view(actions, {})  # only this section's checks: Apply's time on the GUI thread is counted
+        action = actions["apply"]
         if not action.enabled:
             raise VoCoError(action.reason)
         entry = self.model_entry()
