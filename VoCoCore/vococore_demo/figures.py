@@ -88,6 +88,27 @@ def plot_pretrain_loss(records: list[dict], parts: Sequence[str], folder: Path) 
     return _save(plt, fig, folder, "pretrain_loss.png")
 
 
+def plot_pretext(scores: dict[str, list[dict[str, float]]], folder: Path, subtitle: str) -> Path:
+    """Held-out pretext accuracy and mean absolute overlap error per predictor: mean over seeds as a bar, the
+    spread (min to max) as an error bar, each seed as a dot."""
+    plt, fig = _figure("pretext_heldout.png")
+    names = list(scores)
+    for ax, metric, title in zip(fig.subplots(1, 2), ("accuracy", "mae"),
+                                 ("right base ranked highest (higher is better)",
+                                  "mean abs. overlap error (lower is better)")):
+        values = [np.array([s[metric] for s in scores[n]]) for n in names]
+        means = np.array([v.mean() for v in values])
+        spread = np.array([[m - v.min() for m, v in zip(means, values)], [v.max() - m for m, v in zip(means, values)]])
+        ax.bar(names, means, yerr=spread, capsize=6, color=["C0", "0.6", "0.85"][:len(names)])
+        for i, v in enumerate(values):
+            ax.plot(np.full(len(v), i), v, "k.", ms=6)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1 if metric == "accuracy" else None)
+    fig.suptitle(f"VoCo pretext on a CT pretraining never saw ({subtitle}; {len(values[0])} seeds)", fontsize=11)
+    fig.tight_layout()
+    return _save(plt, fig, folder, "pretext_heldout.png")
+
+
 def plot_finetune(runs: dict[str, list[dict]], validations: dict[str, list[dict]], folder: Path) -> Path:
     """Training loss and validation mean Dice of each fine-tuning run (pretrained vs scratch)."""
     plt, fig = _figure("finetune_curves.png")
