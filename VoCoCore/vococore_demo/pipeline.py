@@ -88,10 +88,10 @@ def pretrain_config(settings: DemoSettings, out: Path):
     from vococore.utils.config import load_config
     from vococore.pretraining.run import PretrainConfig
 
-    overrides = {"data": list(PRETRAIN_DATA), "steps": settings.pretrain_steps, "output_dir": str(out / "pretrain"), "seed": settings.seed,
-                 "device": settings.device, "checkpoint_every": max(settings.pretrain_steps, 1),
-                 "warmup_steps": max(1, settings.pretrain_steps // 10),
-                 "backbone.feature_size": FEATURE_SIZE}
+    overrides = {"data": list(PRETRAIN_DATA), "steps": settings.pretrain_steps,
+                 "output_dir": str(out / "pretrain"), "seed": settings.seed, "device": settings.device,
+                 "checkpoint_every": max(settings.pretrain_steps, 1),
+                 "warmup_steps": max(1, settings.pretrain_steps // 10), "backbone.feature_size": FEATURE_SIZE}
     return load_config(PretrainConfig, config_path("pretrain_small"), overrides)
 
 
@@ -144,8 +144,8 @@ def heldout_pretext(checkpoint: Path, settings: DemoSettings, folder: Path) -> d
     scores: dict[str, list[dict[str, float]]] = {"pretrained": [], "untrained": [], "constant": []}
     for seed in range(settings.heldout_seeds):
         crops = heldout_crops(volume, model.recipe, settings.heldout_crops, seed)
-        predicted = {"pretrained": predict_crops(model, crops), "untrained": predict_crops(untrained_like(model, seed),
-                                                                                          crops)}
+        untrained = untrained_like(model, seed)
+        predicted = {"pretrained": predict_crops(model, crops), "untrained": predict_crops(untrained, crops)}
         arrays.update({f"true_{seed}": crops.true, f"centers_{seed}": crops.centers, f"region_{seed}": crops.region,
                        **{f"{name}_{seed}": p for name, p in predicted.items()}})
         for name, p in (*predicted.items(), ("constant", constant)):
