@@ -21,7 +21,8 @@ $(STAMP): $(REQ) VoCoCore/pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e VoCoCore
 	touch $(STAMP)
 
-# The main job: VoCo end to end on the bundled real CT (about 10 minutes on 2 CPU cores); see output/demo/report.md
+# The main job: VoCo end to end on the bundled real CT; see output/demo/report.md. Its time from a clean clone on
+# 2 cores is measured by benchmarks/demo_clean_clone.sh and recorded in BENCHMARKS.md ("Main job from a clean clone").
 demo: $(STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m vococore_demo --output output/demo $(DEMO_ARGS)
 

@@ -1,7 +1,8 @@
 """The main job with its smallest settings: every output exists, is consistent and reloads.
 
 One run of the pipeline (module-scoped) feeds all checks: the Slicer scene reloads with slicer-core, the PNGs are
-real images of the expected size, and the Dice in the report equals ``vococore evaluate`` on the written files.
+real images of the expected size, the Dice in the report equals ``vococore evaluate`` on the written files, and the
+held-out pretext accuracies in the report are what the saved predictions give, all predictors on the same crops.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def test_outputs_exist(demo):
     out = demo.output
     for name in ["report.md", "scene.mrb", "model/voco_demo_organs.vocomodel", "reference_dicom.nii.gz",
                  "segmentation_pretrained.seg.nrrd", "segmentation_scratch.seg.nrrd", "positions/positions.json",
-                 "pretrain/metrics.jsonl", *SIZES]:
+                 "pretrain/metrics.jsonl", "pretext/heldout.npz", *SIZES]:
         assert (out / name).is_file(), name
-    assert set(demo.seconds) == {"pretraining", "fine-tuning", "inference", "positions", "figures"}
+    assert set(demo.seconds) == {"pretraining", "held-out pretext", "fine-tuning", "inference", "positions",
+                                 "figures"}
 
 
 def test_figures_are_real_images_of_the_expected_size(demo):
@@ -57,10 +59,80 @@ def test_report_dice_equals_vococore_evaluate(demo):
             row = re.search(rf"^\| {organ} \| ([^|]+) \| ([^|]+) \|", report, re.M)
             assert row, organ
             shown, score = row.group(column).strip(), scores[value]
-            if score["ref_voxels"] == 0:
-                assert shown == f"absent ({score['pred_voxels']} voxels predicted)", (organ, model, shown)
+            if score["ref_voxels"] == 0 or score["pred_voxels"] == 0:  # Dice 0, or None when in neither
+                dice = "n/a" if score["dice"] is None else f"{score['dice']:.3f}"
+                expected = f"{dice} ({score['pred_voxels']} predicted / {score['ref_voxels']} reference voxels)"
+                assert shown == expected, (organ, model, shown)
             else:
                 assert shown == f"{score['dice']:.3f}", (organ, model, shown, score)
+
+
+def _accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Share of rows whose highest predicted base is one with most true overlap (written here, not imported)."""
+    hits = [true[i, int(np.argmax(row))] >= true[i].max() - 1e-9 for i, row in enumerate(predicted)]
+    return float(np.mean(hits))
+
+
+def test_report_pretext_accuracy_equals_saved_predictions(demo):
+    """Each per-seed accuracy in the report's lead table is what the saved predictions give on the saved truth."""
+    report = (demo.output / "report.md").read_text()
+    saved = np.load(demo.output / "pretext" / "heldout.npz")
+    seeds = DemoSettings.quick(demo.output).heldout_seeds
+    assert seeds >= 3
+    for name in ("pretrained", "untrained", "constant"):
+        row = re.search(rf"^\| {name}: [^|]+ \| [^|]+ \| ([^|]+) \|", report, re.M)
+        assert row, name
+        shown = [float(v) for v in row.group(1).split(" / ")]
+        expected, exact = [], []
+        for seed in range(seeds):
+            true = saved[f"true_{seed}"]
+            predicted = saved[f"{name}_{seed}"] if name != "constant" else np.tile(saved["constant"], (len(true), 1))
+            exact.append(_accuracy(predicted, true))
+            expected.append(round(exact[-1], 3))
+        assert shown == expected, (name, shown, expected)
+        assert f"| {np.mean(exact):.3f} ± {np.std(exact):.3f} |" in row.group(0), (name, row.group(0))
+
+
+def test_pretext_baselines_scored_on_the_same_crops(demo, sample):
+    """Redraw each seed's crops: the saved truth is theirs, and the saved pretrained and untrained overlaps are what
+    each model predicts for those very crops (checked for a few targets, one target per batch)."""
+    from vococore.io import read_volume
+    from vococore.pretraining.evaluate_pretext import heldout_crops, untrained_like
+    from vococore.pretraining.model import load_voco_model
+
+    saved = np.load(demo.output / "pretext" / "heldout.npz")
+    model = load_voco_model(demo.output / "pretrain" / "checkpoints" / "last.pt")
+    volume = read_volume(sample("TotalSegDICOM"))
+    settings = DemoSettings.quick(demo.output)
+    for seed in range(settings.heldout_seeds):
+        crops = heldout_crops(volume, model.recipe, settings.heldout_crops, seed)
+        np.testing.assert_array_equal(saved[f"centers_{seed}"], crops.centers)
+        np.testing.assert_array_equal(saved[f"true_{seed}"], crops.true)
+        untrained = untrained_like(model, seed)
+        for i in (0, len(crops.targets) - 1):
+            bases, target = crops.bases[crops.region[i]], crops.targets[i:i + 1]
+            for name, net in (("pretrained", model), ("untrained", untrained)):
+                np.testing.assert_allclose(saved[f"{name}_{seed}"][i],
+                                           net.predict_overlaps(bases, target)[0].double().numpy(), atol=1e-6)
+
+
+def test_axial_figure_is_radiological(sample, tmp_path):
+    """The liver (on the patient's right) appears on the image's left in the axial segmentation figure."""
+    import matplotlib.image as mpimg
+
+    from vococore.io import read_volume
+    from vococore_demo.figures import plot_segmentation
+
+    ct, labels = read_volume(sample("TotalSegCT")), read_volume(sample("TotalSegCTLabels"))
+    liver = (np.asarray(labels.array) == 5).astype(np.uint8)  # TotalSegmentator v2: 5 = liver
+    plot_segmentation(ct.array, ct.affine, liver, liver, {1: (0.0, 0.0, 1.0)}, tmp_path, "liver")
+    image = mpimg.imread(tmp_path / "segmentation.png")[..., :3]
+    blue = (image[..., 2] - image[..., 0]) > 0.3  # the blue overlay; the orange direction letters have no blue
+    width = image.shape[1]
+    for lo, hi in ((0, width // 2), (width // 2, width)):  # prediction panel, reference panel
+        columns = np.nonzero(blue[:, lo:hi])[1]
+        assert columns.size > 500
+        assert columns.mean() < (hi - lo) / 2, "liver drawn on the image's right: not radiological"
 
 
 def test_report_numbers_come_from_the_run(demo):

@@ -1,6 +1,8 @@
 """The demo's pictures: loss curves, the base-crop grid over CT, predicted vs true overlaps, segmentation over CT.
 
 Every figure has a fixed pixel size (``SIZES``) so a test can check that a real image of that size was written.
+Slices are shown in radiological convention, as Slicer and radiology viewers show them: patient right on the
+image's left (axial and coronal), anterior up in axial, superior up in coronal, letters R/L, A/P, S/I on the edges.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from vococore.utils.atomic import atomic_path
 
 DPI = 100
 SIZES = {  # name -> (width, height) in pixels
+    "pretext_heldout.png": (1000, 450),
     "pretrain_loss.png": (1200, 500),
     "finetune_curves.png": (1200, 500),
     "grid_axial.png": (700, 700),
@@ -39,6 +42,22 @@ def _save(plt, fig, folder: Path, name: str) -> Path:
         fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
     return folder / name
+
+
+# Letters at the (left, right, bottom, top) edges of a RAS slice shown radiologically, per view.
+EDGES = {"axial": ("R", "L", "P", "A"), "coronal": ("R", "L", "I", "S")}
+
+
+def radiological(ax, view: str) -> None:
+    """Flip the x axis of a RAS slice drawn with x increasing rightwards (patient right to the image's left) and
+    write the patient directions on the four edges."""
+    ax.invert_xaxis()
+    style = {"transform": ax.transAxes, "color": "orange", "fontsize": 13, "fontweight": "bold"}
+    left, right, bottom, top = EDGES[view]
+    ax.text(0.01, 0.5, left, ha="left", va="center", **style)
+    ax.text(0.99, 0.5, right, ha="right", va="center", **style)
+    ax.text(0.5, 0.01, bottom, ha="center", va="bottom", **style)
+    ax.text(0.5, 0.99, top, ha="center", va="top", **style)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -67,6 +86,27 @@ def plot_pretrain_loss(records: list[dict], parts: Sequence[str], folder: Path) 
     fig.suptitle("VoCo pretraining loss parts")
     fig.tight_layout()
     return _save(plt, fig, folder, "pretrain_loss.png")
+
+
+def plot_pretext(scores: dict[str, list[dict[str, float]]], folder: Path, subtitle: str) -> Path:
+    """Held-out pretext accuracy and mean absolute overlap error per predictor: mean over seeds as a bar, the
+    spread (min to max) as an error bar, each seed as a dot."""
+    plt, fig = _figure("pretext_heldout.png")
+    names = list(scores)
+    for ax, metric, title in zip(fig.subplots(1, 2), ("accuracy", "mae"),
+                                 ("right base ranked highest (higher is better)",
+                                  "mean abs. overlap error (lower is better)")):
+        values = [np.array([s[metric] for s in scores[n]]) for n in names]
+        means = np.array([v.mean() for v in values])
+        spread = np.array([[m - v.min() for m, v in zip(means, values)], [v.max() - m for m, v in zip(means, values)]])
+        ax.bar(names, means, yerr=spread, capsize=6, color=["C0", "0.6", "0.85"][:len(names)])
+        for i, v in enumerate(values):
+            ax.plot(np.full(len(v), i), v, "k.", ms=6)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 1 if metric == "accuracy" else None)
+    fig.suptitle(f"VoCo pretext on a CT pretraining never saw ({subtitle}; {len(values[0])} seeds)", fontsize=11)
+    fig.tight_layout()
+    return _save(plt, fig, folder, "pretext_heldout.png")
 
 
 def plot_finetune(runs: dict[str, list[dict]], validations: dict[str, list[dict]], folder: Path) -> Path:
@@ -118,8 +158,9 @@ def plot_grid(image: np.ndarray, affine: np.ndarray, boxes: list[tuple[np.ndarra
         corner = (centre[0] - size[0] / 2, centre[shown] - size[shown] / 2)
         ax.add_patch(Rectangle(corner, size[0], size[shown], fill=False, ec="yellow", lw=1.5))
         ax.text(centre[0], centre[shown], str(k), color="yellow", ha="center", va="center", fontsize=12)
-    ax.set_xlabel("R (mm)")
-    ax.set_ylabel("A (mm)" if view == "axial" else "S (mm)")
+    radiological(ax, view)
+    ax.set_xlabel("RAS x (mm): patient right (R) on the left")
+    ax.set_ylabel("RAS y (mm): anterior (A) up" if view == "axial" else "RAS z (mm): superior (S) up")
     ax.set_title(f"{title}: {view} slice")
     fig.tight_layout()
     return _save(plt, fig, folder, name)
@@ -145,7 +186,8 @@ def plot_positions(predicted: np.ndarray, true: np.ndarray, folder: Path) -> Pat
 def plot_segmentation(ct: np.ndarray, affine: np.ndarray, predicted: np.ndarray, reference: np.ndarray,
                       colors: dict[int, tuple], folder: Path, title: str) -> Path:
     """The axial slice with most labelled voxels, prediction (left) and reference (right) over the CT, shown
-    like the grid figures (patient's right towards the right edge, anterior up) whatever the file orientation."""
+    radiologically like the grid figures (patient right on the image's left, anterior up) whatever the file
+    orientation."""
     import nibabel.orientations as nio
     from matplotlib.colors import ListedColormap
 
@@ -164,8 +206,10 @@ def plot_segmentation(ct: np.ndarray, affine: np.ndarray, predicted: np.ndarray,
         ax.imshow(window, cmap="gray", origin="lower")
         ax.imshow(np.where(labels[:, :, k].T <= top, labels[:, :, k].T, 0), cmap=cmap, vmin=0, vmax=top,
                   origin="lower", interpolation="nearest")
-        ax.set_title(f"{name} (slice k={k})")
-        ax.axis("off")
+        radiological(ax, "axial")
+        ax.set_title(f"{name} (axial slice k={k})")
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.suptitle(title)
     fig.tight_layout()
     return _save(plt, fig, folder, "segmentation.png")

@@ -1,9 +1,11 @@
 """The main job: VoCo end to end on the bundled real CT, from pretraining to a report and a Slicer scene.
 
-Stages: (1) VoCo pretraining with the small preset on three real CTs; (2) fine-tuning a few organs on the
-TotalSegmentator example CT from that encoder, and from scratch with the same budget; (3) inference on the DICOM
-series (not used for fine-tuning) and evaluation against its reference labels; (4) position prediction for a few
-sub-volumes; then figures, the report and the scene.
+Stages: (1) VoCo pretraining with the small preset on the TotalSegmentator example CT (and its slab); (2) the
+pretext task on a CT pretraining never saw (the DICOM series): pretrained vs untrained encoder vs the best constant
+guess on the same random sub-volumes, over several seeds; (3) fine-tuning a few organs on the example CT from that
+encoder, and from scratch with the same budget; (4) inference on the DICOM series (not used for fine-tuning) and
+evaluation against its reference labels; (5) position prediction for a few sub-volumes; then figures, the report
+and the scene.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from vococore.utils.errors import VoCoError
 
 ORGANS = ("liver", "spleen", "kidney_right", "kidney_left")
 FEATURE_SIZE = 8  # BasicUNet width shared by the pretrained encoder and both fine-tuned models
+PRETRAIN_DATA = ("sample:TotalSegCT", "sample:TotalSegCTSmall")  # one patient: the example CT and its slab
+HELDOUT = "TotalSegDICOM"  # another patient, scanner and contrast phase; pretraining never sees it
 
 
 @dataclass
@@ -32,6 +36,8 @@ class DemoSettings:
     finetune_steps: int = 200
     validations: int = 3  # validation passes per fine-tuning run
     positions: int = 4
+    heldout_crops: int = 200  # random sub-volumes of the held-out CT per seed
+    heldout_seeds: int = 3
     organs: tuple[str, ...] = ORGANS
     device: str = "auto"
     seed: int = 0
@@ -40,7 +46,8 @@ class DemoSettings:
     @classmethod
     def quick(cls, output: Path, **changes) -> "DemoSettings":
         """The smallest run that still exercises every stage (a few steps each)."""
-        return cls(output=output, pretrain_steps=20, finetune_steps=20, validations=1, positions=2, **changes)
+        return cls(output=output, pretrain_steps=20, finetune_steps=20, validations=1, positions=2,
+                   heldout_crops=16, **changes)
 
 
 @dataclass
@@ -51,6 +58,7 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     dice: dict[str, dict[str, float | None]] = field(default_factory=dict)  # model -> organ -> Dice
     voxels: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # model -> organ -> (pred, ref)
+    pretext: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # predictor -> per-seed scores
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -80,10 +88,10 @@ def pretrain_config(settings: DemoSettings, out: Path):
     from vococore.utils.config import load_config
     from vococore.pretraining.run import PretrainConfig
 
-    overrides = {"steps": settings.pretrain_steps, "output_dir": str(out / "pretrain"), "seed": settings.seed,
-                 "device": settings.device, "checkpoint_every": max(settings.pretrain_steps, 1),
-                 "warmup_steps": max(1, settings.pretrain_steps // 10),
-                 "backbone.feature_size": FEATURE_SIZE}
+    overrides = {"data": list(PRETRAIN_DATA), "steps": settings.pretrain_steps,
+                 "output_dir": str(out / "pretrain"), "seed": settings.seed, "device": settings.device,
+                 "checkpoint_every": max(settings.pretrain_steps, 1),
+                 "warmup_steps": max(1, settings.pretrain_steps // 10), "backbone.feature_size": FEATURE_SIZE}
     return load_config(PretrainConfig, config_path("pretrain_small"), overrides)
 
 
@@ -118,6 +126,38 @@ def reference_on_grid(ct, organs: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+def heldout_pretext(checkpoint: Path, settings: DemoSettings, folder: Path) -> dict[str, list[dict[str, float]]]:
+    """Score the pretrained encoder, the same architecture untrained (initialised from the seed) and the best
+    constant guess on the same random sub-volumes of the held-out CT, once per seed; saves every prediction to
+    ``folder/heldout.npz`` (arrays ``<name>_<seed>``) and returns predictor -> per-seed scores."""
+    from vococore.io import read_volume
+    from vococore.io.sampledata import fetch
+    from vococore.pretraining.evaluate_pretext import (constant_guess, heldout_crops, predict_crops, pretext_scores,
+                                                       untrained_like)
+    from vococore.pretraining.model import load_voco_model
+    from vococore.utils.atomic import atomic_path
+
+    model = load_voco_model(checkpoint).eval()
+    volume = read_volume(fetch(HELDOUT))
+    constant = constant_guess(model.recipe)
+    arrays: dict[str, np.ndarray] = {"constant": constant}
+    scores: dict[str, list[dict[str, float]]] = {"pretrained": [], "untrained": [], "constant": []}
+    for seed in range(settings.heldout_seeds):
+        crops = heldout_crops(volume, model.recipe, settings.heldout_crops, seed)
+        untrained = untrained_like(model, seed)
+        predicted = {"pretrained": predict_crops(model, crops), "untrained": predict_crops(untrained, crops)}
+        arrays.update({f"true_{seed}": crops.true, f"centers_{seed}": crops.centers, f"region_{seed}": crops.region,
+                       **{f"{name}_{seed}": p for name, p in predicted.items()}})
+        for name, p in (*predicted.items(), ("constant", constant)):
+            scores[name].append(pretext_scores(p, crops.true))
+        print(f"  seed {seed}: " + ", ".join(f"{n} {v[-1]['accuracy']:.2f}" for n, v in scores.items()), flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "heldout.npz", overwrite=True) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return scores
+
+
 def run_demo(settings: DemoSettings) -> DemoResult:
     """Run every stage into ``settings.output`` and return what it measured; prints where the output is."""
     import torch
@@ -141,7 +181,9 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     out = _prepare(settings)
     device = str(pick_device(settings.device))
     result = DemoResult(output=out)
-    stages = {"pretraining": "VoCo pretraining, small preset", "fine-tuning": "pretrained and scratch runs",
+    stages = {"pretraining": "VoCo pretraining, small preset",
+              "held-out pretext": "pretrained vs untrained vs constant on a CT pretraining never saw",
+              "fine-tuning": "pretrained and scratch runs",
               "inference": "both models on the DICOM series + evaluation", "positions": "position prediction",
               "figures": "figures, model package, Slicer scene"}
     total = len(stages)
@@ -152,13 +194,16 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         checkpoint = out / "pretrain" / "checkpoints" / "last.pt"
     preprocess = get_recipe(config.recipe).preprocess_config()
 
-    with _stage(result, "fine-tuning", 2, total):
+    with _stage(result, "held-out pretext", 2, total):
+        result.pretext = heldout_pretext(checkpoint, settings, out / "pretext")
+
+    with _stage(result, "fine-tuning", 3, total):
         runs = {}
         for name, init in (("pretrained", checkpoint), ("scratch", None)):
             print(f"  fine-tuning from {'the VoCo encoder' if init else 'scratch'}", flush=True)
             runs[name] = run_finetune(finetune_config(settings, out, f"finetune_{name}", init))
 
-    with _stage(result, "inference", 3, total):
+    with _stage(result, "inference", 4, total):
         ct = read_volume(fetch("TotalSegDICOM"))
         reference = reference_on_grid(ct, settings.organs)
         reference_path = write_labelmap(reference, ct, out / "reference_dicom.nii.gz")
@@ -174,17 +219,18 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             result.voxels[name] = {s.name: (s.pred_voxels, s.ref_voxels) for s in scores}
         label_info: list[LabelInfo] = info
 
-    with _stage(result, "positions", 4, total):
+    with _stage(result, "positions", 5, total):
         model = load_voco_model(checkpoint).eval()
         grid_ct = read_volume(fetch("TotalSegCT"))
         with torch.no_grad():
             positions = predict_positions(model, grid_ct, n_random=settings.positions, seed=settings.seed)
         write_position_report(positions, out / "positions")
 
-    with _stage(result, "figures", 5, total):
+    with _stage(result, "figures", 6, total):
         records = figures.read_metrics(out / "pretrain" / "metrics.jsonl")
         parts = [k for k in ("intra", "inter", "reg", "pos", "neg", "total") if k in records[0]]
         figures.plot_pretrain_loss(records, parts, out)
+        figures.plot_pretext(result.pretext, out, f"{settings.heldout_crops} sub-volumes of the held-out CT per seed")
         figures.plot_finetune({n: figures.read_metrics(out / f"finetune_{n}" / "metrics.jsonl") for n in runs},
                               {n: r.history for n, r in runs.items()}, out)
         pre = Preprocessor(preprocess)(grid_ct)
@@ -208,13 +254,15 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         "settings": settings, "machine": machine_summary(device), "stages": stages,
         "pretrain_records": records, "loss_parts": parts,
         "pretrain_volumes": len(config.data) if isinstance(config.data, list) else "the",
-        "predicted": predicted, "true": true, "train_dice": train_dice,
+        "predicted": predicted, "true": true, "train_dice": train_dice, "heldout": HELDOUT,
         "files": {
             "report.md": "this report", "scene.mrb": "Slicer scene: both CTs, the segmentation, the grid "
             "ROIs, the position table and chart (File > Load Scene)",
             "model/voco_demo_organs.vocomodel": "the VoCo-pretrained organ model package (`vococore infer`)",
             "segmentation_pretrained.seg.nrrd, segmentation_scratch.seg.nrrd": "segmentations of the DICOM "
             "series", "reference_dicom.nii.gz": "its reference labels, remapped to the model's classes",
+            "pretext/heldout.npz": "held-out pretext: true overlaps, crop centres and every predictor's "
+            "overlaps per seed (`true_0`, `pretrained_0`, `untrained_0`, ..., `constant`)",
             "positions/": "position prediction JSON and one picture per sub-volume",
             "pretrain/, finetune_pretrained/, finetune_scratch/": "run folders: config, metrics, checkpoints",
             **{name: "figure" for name in figures.SIZES}}})

@@ -6,6 +6,7 @@ Used by the demo to write a ``.mrb`` scene and by the tests; inside Slicer, use 
 from __future__ import annotations
 
 import os
+import tempfile
 import types
 from typing import Any
 
@@ -17,6 +18,12 @@ def headless_scene(cache_dir: str | os.PathLike) -> types.SimpleNamespace:
 
     scene = slicer.vtkMRMLScene()
     app = slicer.vtkSlicerApplicationLogic()
+    # The colour logic looks for default colour files under <home>/<share>/ColorFiles and logs a red ERR line when
+    # no home is set; the slicer-core wheel ships none, so point it at an empty private folder (not the cache).
+    home = tempfile.TemporaryDirectory(prefix="vococore-slicer-home-")
+    os.makedirs(os.path.join(home.name, "share", "ColorFiles"))
+    app.SetHomeDirectory(home.name)
+    app.SetShareDirectory("share")
     app.SetMRMLScene(scene)
     logics: dict[str, Any] = {}
     for name, cls in (("Colors", slicer.vtkSlicerColorLogic), ("Markups", slicer.vtkSlicerMarkupsLogic),
@@ -34,7 +41,7 @@ def headless_scene(cache_dir: str | os.PathLike) -> types.SimpleNamespace:
     scene.SetCacheManager(cache)
     scene.SetDataIOManager(io_manager)
     return types.SimpleNamespace(scene=scene, app=app, volumes=logics["Volumes"], segs=logics["Segmentations"],
-                                 markups=logics["Markups"], _keep=(cache, io_manager))
+                                 markups=logics["Markups"], _keep=(cache, io_manager, home))
 
 
 def install_as_slicer_globals(ctx: types.SimpleNamespace) -> None:

@@ -151,8 +151,9 @@ def plot_subvolume(result: PositionResult, index: int, path: str | os.PathLike, 
     (x0, y0, _), (x1, y1, _) = sub.box_region - 0.5
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=2))
     ax.set_title(f"slice z={z}; base: predicted / true", fontsize=8)
-    ax.set_xlabel("region x (voxels)")
-    ax.set_ylabel("region y (voxels)")
+    ax.invert_xaxis()  # radiological, as Slicer shows axial slices: patient right (RAS +x) on the image's left
+    ax.set_xlabel("region x (voxels): patient right (R) on the left")
+    ax.set_ylabel("region y (voxels): anterior (A) up")
     ks = np.arange(recipe.num_bases)
     bars.bar(ks - 0.2, sub.predicted, width=0.4, label="predicted")
     bars.bar(ks + 0.2, sub.true, width=0.4, label="true")
