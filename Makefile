@@ -11,7 +11,7 @@ export VOCOCORE_CACHE ?= $(abspath .cache)
 # small networks tens of times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo test clean
+.PHONY: venv demo studio test clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): $(REQ) VoCoCore/pyproject.toml
 # The main job: VoCo end to end on the bundled real CT (about 10 minutes on 2 CPU cores); see output/demo/report.md
 demo: $(STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m vococore_demo --output output/demo $(DEMO_ARGS)
+
+# VoCo Studio, the module's three sections in a browser, on the bundled sample CT: http://127.0.0.1:8080/
+# (STUDIO_ARGS="--host 0.0.0.0" listens beyond this machine and prints a one-time access token)
+studio: $(STAMP)
+	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m VoCoStudio $(STUDIO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest Testing -q

@@ -131,6 +131,8 @@ class Studio:
         """Run the model package at ``model_path`` on the loaded CT in the background."""
         self._need_volume()
         model = access.readable_file(self.state.model_path, "model package")
+        if self.logic.hide_grid(self.volume_node):  # its filled boxes would hide the overlay
+            self.state.update(dict(grid_count=0, positions=[], click_ras=None))
         self.logic.start_segmentation(self.volume_node, SegmentParameters(model="", device="auto"),
                                       on_finished=self._segmentation_finished, model_file=model)
         self._run_started("segment")
@@ -139,6 +141,7 @@ class Studio:
         self._run_finished(state)
         if node is not None:
             self.segmentation_node = node
+            node.CreateDefaultDisplayNodes()  # loaded from file without one: nothing would be drawn
             node.CreateClosedSurfaceRepresentation()
             self.app.display_manager.reset_views()
             self.state.has_segmentation = True
@@ -216,7 +219,7 @@ class Studio:
     def _run_finished(self, state: RunState, *_: Any) -> None:
         process = self.logic.process
         error = process.error_message() if process is not None else ""
-        self.state.update(dict(running=False, run_state=state.value, error=error.splitlines()[-1] if error else "",
+        self.state.update(dict(running=False, run_state=state.value, pid=None, error=error.splitlines()[-1] if error else "",
                                message=f"{self.state.run_kind} {state.value}"))
 
     def _on_progress(self, event: ProgressEvent) -> None:
