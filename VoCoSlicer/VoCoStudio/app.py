@@ -143,7 +143,8 @@ class Studio:
             self.segmentation_node = node
             node.CreateDefaultDisplayNodes()  # loaded from file without one: nothing would be drawn
             node.CreateClosedSurfaceRepresentation()
-            self.app.display_manager.reset_views()
+            for view in self.app.view_manager.get_views():
+                view.schedule_render()
             self.state.has_segmentation = True
             self.state.message = f"Segmentation: {node.GetSegmentation().GetNumberOfSegments()} segments"
 
