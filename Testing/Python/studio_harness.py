@@ -36,10 +36,11 @@ def require_browser_stack() -> None:
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         missing.append(f"Debian chromium at {CHROMIUM}")
     if missing:
-        reason = "VoCo Studio browser tests need " + ", ".join(missing) + " (.ci/run installs them)"
+        reason = ("VoCo Studio browser tests need " + ", ".join(missing)
+                  + " (python packages: requirements/ci.txt; chromium: .ci/run on CI)")
         if in_ci():
             pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def free_port() -> int:

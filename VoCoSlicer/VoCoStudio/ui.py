@@ -18,7 +18,17 @@ def build_ui(studio: Studio) -> Any:
     ctrl = server.controller
     ctrl.load_sample = lambda: g(studio.load_sample)
     ctrl.load_path = lambda: g(studio.load_path)
-    ctrl.load_upload = lambda files: g(studio.load_upload, files)
+    received: list[dict] = []
+
+    def upload_chunk(files: list[dict]) -> None:
+        """trame-slicer's chunked upload: chunks of files, then an empty list at the end."""
+        if files:
+            received.extend(files)
+        elif received:
+            g(studio.load_upload, list(received))
+            received.clear()
+
+    chunk_trigger = server.trigger_name(upload_chunk)
     ctrl.segment = lambda: g(studio.segment)
     ctrl.save_seg = lambda: g(studio.save_segmentation)
     ctrl.show_grid = lambda: g(studio.show_grid)
@@ -37,7 +47,7 @@ def build_ui(studio: Studio) -> Any:
             drawer.width = 420
             html.Div("{{ error }}", id="error", v_show="error", classes="text-error pa-2")
             with v3.VExpansionPanels(multiple=True, model_value=("open_panels", [0, 1, 2])):
-                _segment_panel(ctrl)
+                _segment_panel(ctrl, chunk_trigger)
                 _see_panel(ctrl)
                 _train_panel(ctrl)
             _run_bar(ctrl)
@@ -47,7 +57,7 @@ def build_ui(studio: Studio) -> Any:
     return layout
 
 
-def _segment_panel(ctrl: Any) -> None:
+def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
     with v3.VExpansionPanel(title="Segment"):
         with v3.VExpansionPanelText():
             with html.Div(classes="d-flex"):
@@ -58,7 +68,8 @@ def _segment_panel(ctrl: Any) -> None:
                 v3.VTextField(v_model=("ct_path",), label="CT path on the server", density="compact", id="ct-path")
                 v3.VBtn("Open", click=ctrl.load_path, id="load-path", classes="ml-2")
             v3.VFileInput(label="…or upload a CT", density="compact", id="upload",
-                          update_modelValue=(ctrl.load_upload, "[$event]"))
+                          change=f"window.load_files_by_chunks($event.target.files, "
+                                 f"{{ trigger_name: '{chunk_trigger}' }})")
             v3.VTextField(v_model=("model_path",), label="Model package (.vocomodel)", density="compact",
                           id="model-path")
             v3.VBtn("Segment", click=ctrl.segment, disabled=("running",), id="segment")
