@@ -61,3 +61,14 @@ def test_typed_paths_are_checked(tmp_path):
     with pytest.raises(VoCoError, match="folder missing"):
         writable_output(str(tmp_path / "nowhere" / "a.seg.nrrd"))
     assert existing.read_bytes() == b"mine"
+
+
+def test_unknown_sample_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "VoCoStudio", "--sample", "NoSuchSample"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown sample dataset 'NoSuchSample'" in lines[0], proc.stderr

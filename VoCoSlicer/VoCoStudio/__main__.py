@@ -26,6 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     """Build the studio, print its URL (with the token when one is needed) and serve until stopped."""
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offscreen: no display needed
     args = parse_args(argv)
+    sample = None  # checked before the (slow) scene is built
+    if args.sample:
+        from vococore.io.sampledata import fetch
+
+        try:
+            sample = fetch(args.sample)
+        except VoCoError as error:
+            print(f"VoCo Studio: {error}", file=sys.stderr)
+            return 2
     from trame.app import get_server
     from trame_slicer import module as trame_slicer_module
 
@@ -65,15 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     server.controller.on_server_bind.add(bind)
     server.controller.on_server_ready.add(ready)
     server.controller.on_client_connected.add(connected)
-    sample = None
-    if args.sample:
-        from vococore.io.sampledata import fetch
-
-        try:
-            sample = fetch(args.sample)
-        except VoCoError as error:
-            print(f"VoCo Studio: {error}", file=sys.stderr)
-            return 2
     try:
         server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False)
     finally:
