@@ -27,8 +27,8 @@ from slicer.util import VTKObservationMixin
 
 # Only modules that load without vococore/MONAI are imported here, so the module can offer to install them.
 from VoCoSlicerLib import install
-from VoCoSlicerLib.parameters import DEVICES, NETWORKS, RECIPES, FinetuneParameters, PretrainParameters, SegmentParameters
-from VoCoSlicerLib.runner import ProgressEvent, RunState
+from VoCoSlicerLib.parameters import DEVICES, NETWORKS, RECIPES, SegmentParameters
+from VoCoSlicerLib.runner import RunState
 
 if TYPE_CHECKING:
     from VoCoSlicerLib.logic import VoCoLogic
@@ -82,18 +82,23 @@ def pythonSlicer() -> str:
 
 
 def confirmInstall(text: str) -> bool:
-    """The one confirmation before installing packages (declined automatically in testing mode)."""
-    return not slicer.app.testingEnabled() and slicer.util.confirmOkCancelDisplay(text)
+    """The one confirmation before installing packages; in testing mode (the self-test) there is no dialog."""
+    return slicer.app.testingEnabled() or slicer.util.confirmOkCancelDisplay(text)
 
 
-def pathText(path: Path | None) -> str:
-    """A path parameter as text; an empty path line edit reads back as '.', which means 'not set'."""
-    text = str(path or "")
-    return "" if text == "." else text
+# which button shows which action of the presenter's view, and which label shows which texts (joined by lines)
+BUTTONS = {"applyButton": "apply", "cancelButton": "cancel", "importModelButton": "import_model",
+           "showGridCheckBox": "show_grid", "predictButton": "predict", "startTrainButton": "start_training",
+           "cancelTrainButton": "cancel"}
+LABELS = {"modelInfoLabel": ("model_card",), "segmentEstimateLabel": ("device", "segment_estimate"),
+          "etaLabel": ("progress", "status"), "positionLabel": ("position_model", "position"),
+          "trainEstimateLabel": ("train_estimate", "train_data", "train_output", "progress", "status"),
+          "lossLabel": ("loss",), "diceLabel": ("dice",)}
 
 
 class VoCoSlicerLogic(ScriptedLoadableModuleLogic):
-    """Slicer-facing logic: the parameter node, and a :class:`VoCoLogic` that does the work (injectable)."""
+    """Slicer-facing logic: the parameter node, model downloads with a progress dialog, and a :class:`VoCoLogic`
+    that does the work (injectable)."""
 
     def __init__(self, core: VoCoLogic | None = None) -> None:
         from VoCoSlicerLib.logic import VoCoLogic
@@ -105,41 +110,29 @@ class VoCoSlicerLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> VoCoSlicerParameterNode:
         return VoCoSlicerParameterNode(super().getParameterNode())
 
-    def segmentParameters(self, p: VoCoSlicerParameterNode) -> SegmentParameters:
-        return SegmentParameters(model=p.model, device=p.device)
-
-    def pretrainParameters(self, p: VoCoSlicerParameterNode) -> PretrainParameters:
-        return PretrainParameters(data=pathText(p.pretrainData), output_dir=pathText(p.pretrainOutput),
-                                  recipe=p.recipe, steps=p.pretrainSteps, device=p.device, resume=p.resume)
-
-    def finetuneParameters(self, p: VoCoSlicerParameterNode) -> FinetuneParameters:
-        return FinetuneParameters(weights=pathText(p.finetuneWeights), output_dir=pathText(p.finetuneOutput),
-                                  network=p.finetuneNetwork, steps=p.finetuneSteps, device=p.device,
-                                  resume=p.resume)
-
-    def ensureModel(self, modelId: str) -> Path:
-        """The model's verified file, downloading it (with a progress dialog) on first use."""
-        if (path := self.core.model_path(modelId)) is not None:
-            return path
-        entry = self.core.registry.get(modelId)
+    def download(self, entry) -> Path:
+        """Download a model the user chose (once, checksum-verified) with a progress dialog."""
         dialog = slicer.util.createProgressDialog(labelText=_("Downloading {title}").format(title=entry.title),
                                                   maximum=100)
+
+        def onBytes(done: int, total: int | None) -> None:
+            dialog.setValue(int(100 * done / (total or max(done, 1))))
+            slicer.app.processEvents()
         try:
-            def onBytes(done: int, total: int | None) -> None:
-                dialog.setValue(int(100 * done / total) if total else 0)
-                slicer.app.processEvents()
             return self.core.registry.download(entry, onBytes)
         finally:
             dialog.close()
 
 
 class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Binds the GUI to the parameter node and calls the logic; computes nothing itself."""
+    """Binds the GUI to the parameter node and forwards events to the presenter (VoCoSlicerLib.presenter), which
+    decides everything: enabled actions and their reasons, labels, what each event does."""
 
     def __init__(self, parent=None, logic: VoCoSlicerLogic | None = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = logic
+        self.presenter = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = qt.QTimer()
@@ -152,193 +145,122 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = self.logic or self.installedLogic()
+        uiWidget.enabled = self.logic is not None
         if self.logic is None:
-            with slicer.util.tryWithErrorDisplay(_("Failed to install VoCoSlicer's Python packages.")):
-                if install.ensure_installed(confirmInstall):
-                    self.logic = VoCoSlicerLogic()
-            if self.logic is None:
-                self.ui.segmentEstimateLabel.text = _("VoCoSlicer needs MONAI and vococore: reopen the module "
-                                                      "to install them.")
-                uiWidget.enabled = False
-                return
-        self._progressBar, self._etaLabel = self.ui.progressBar, self.ui.etaLabel
-        self.logic.core.on_progress = self.onProgress
-        self.logic.core.on_log = lambda line: print(f"[VoCo] {line}")
-        # the model list grows when the user imports a model, so this combo box is synced by hand, not bound
-        for entry in self.logic.core.registry.entries():
-            self.ui.modelComboBox.addItem(entry.id)
-        self.ui.modelComboBox.connect("currentTextChanged(QString)", self.onModelSelected)
-        self.ui.progressBar.setVisible(False)
-        self.ui.trainProgressBar.setVisible(False)
+            return
+        from VoCoSlicerLib.presenter import Presenter
 
+        self.presenter = Presenter(self.logic.getParameterNode(), self.logic.core, on_change=self.render,
+                                   on_error=lambda title, detail: slicer.util.errorDisplay(title, detailedText=detail))
+        self.logic.core.on_log = lambda line: print(f"[VoCo] {line}")
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
-        self.ui.cancelTrainButton.connect("clicked(bool)", self.onCancel)
-        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
-        self.ui.showGridCheckBox.connect("toggled(bool)", self.onShowGrid)
-        self.ui.predictButton.connect("clicked(bool)", self.onPredict)
-        self.ui.startTrainButton.connect("clicked(bool)", self.onStartTraining)
-        self.ui.trainTabWidget.connect("currentChanged(int)", lambda index: self.updateButtons())
-        self.ui.targetPointSelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                           self.ui.placePointWidget.setCurrentNode)
+        self.ui.applyButton.connect("clicked(bool)", self.onAction(lambda: self.presenter.apply(self.logic.download)))
+        for button in (self.ui.cancelButton, self.ui.cancelTrainButton):
+            button.connect("clicked(bool)", self.onAction(lambda: self.presenter.cancel()))
+        self.ui.importModelButton.connect("clicked(bool)", self.onAction(self.importModel))
+        self.ui.predictButton.connect("clicked(bool)", self.onAction(self.predict))
+        self.ui.startTrainButton.connect("clicked(bool)", self.onAction(lambda: self.presenter.start_training()))
+        self.ui.trainTabWidget.connect("currentChanged(int)", lambda index: self.presenter.set_tab(index))
         self.initializeParameterNode()
+        self._timer.start()
+
+    def installedLogic(self) -> VoCoSlicerLogic | None:
+        """The logic once MONAI and vococore's packages are importable, installing them after one confirmation
+        (here, on the GUI thread); None with the next step shown when the user declines or pip fails."""
+        ok = False
+        with slicer.util.tryWithErrorDisplay(_("Failed to install VoCoSlicer's Python packages. ") + install.NEXT_STEP):
+            ok = install.ensure_installed(confirmInstall)
+        self.ui.segmentEstimateLabel.text = "" if ok else _("VoCoSlicer needs MONAI and a few other Python "
+                                                            "packages. ") + install.NEXT_STEP
+        return VoCoSlicerLogic() if ok else None
 
     def cleanup(self) -> None:
-        if self.logic is not None:
-            self.logic.core.cancel()
         self._timer.stop()
         self.removeObservers()
+        self.logic and self.logic.core.cancel()
 
     def enter(self) -> None:
-        if self.logic is not None:
-            self.initializeParameterNode()
+        self.presenter and self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.core.cancel()
+        self.presenter.scene_about_to_close()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        node = self.logic.getParameterNode()
+        node.inputVolume = node.inputVolume or slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        self.presenter.scene_closed(node)
+        self.setParameterNode(node)
 
     def setParameterNode(self, inputParameterNode: VoCoSlicerParameterNode | None) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onStateChanged)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            self.updateButtons()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onStateChanged)
+            self.onStateChanged()
 
-    def onModelSelected(self, modelId: str) -> None:
-        if self._parameterNode and modelId:
-            self._parameterNode.model = modelId
+    def onStateChanged(self, caller=None, event=None) -> None:
+        self.run(self.presenter.state_changed)
+        self.render()
 
-    def updateButtons(self, caller=None, event=None) -> None:
-        """Enable actions whose parameters are valid; the reason for a disabled one is its tooltip."""
-        p = self._parameterNode
-        if self.ui.modelComboBox.currentText != p.model:
-            wasBlocked = self.ui.modelComboBox.blockSignals(True)
-            self.ui.modelComboBox.setCurrentText(p.model)
-            self.ui.modelComboBox.blockSignals(wasBlocked)
-        running = self.logic.core.process is not None and self.logic.core.process.state is RunState.RUNNING
-        volume = p.inputVolume.GetName() if p.inputVolume else None
-        valid = self.logic.segmentParameters(p).validate(volume, None)
-        self.ui.applyButton.enabled = bool(valid) and not running
-        self.ui.applyButton.toolTip = valid.reason or _("Segment the input volume.")
-        self.ui.cancelButton.enabled = running
-        self.ui.cancelTrainButton.enabled = running
-        self.ui.predictButton.enabled = bool(p.inputVolume and p.targetPoint) and not running
-        pretrain = self.logic.pretrainParameters(p).validate()
-        finetuneReady = bool(p.finetuneVolume and p.finetuneSegmentation and pathText(p.finetuneOutput))
-        onPretrainTab = self.ui.trainTabWidget.currentIndex == 0
-        self.ui.startTrainButton.enabled = not running and (bool(pretrain) if onPretrainTab else finetuneReady)
-        self.ui.startTrainButton.toolTip = pretrain.reason if onPretrainTab else ""
-        if p.inputVolume:
-            self.ui.segmentEstimateLabel.text = self.logic.core.segmentation_estimate(p.inputVolume)
-        self.ui.trainEstimateLabel.text = self.logic.core.training_estimate(
-            p.pretrainSteps if onPretrainTab else p.finetuneSteps, p.recipe)
+    def render(self) -> None:
+        """Show the presenter's view: every button's state, tooltip and text, every label, the progress bars."""
+        view = self.presenter.view()
+        for name, key in BUTTONS.items():
+            action, button = view.actions[key], getattr(self.ui, name)
+            button.enabled, button.toolTip = action.enabled, action.reason
+            button.text = action.text or button.text
+        for name, keys in LABELS.items():
+            getattr(self.ui, name).text = "\n".join(t for t in (view.labels.get(k, "") for k in keys) if t)
+        self.ui.progressBar.visible = view.running == "segment"
+        self.ui.trainProgressBar.visible = view.running in ("pretrain", "finetune")
+        for bar in (self.ui.progressBar, self.ui.trainProgressBar):
+            bar.value = int(100 * (view.progress or 0.0))
+        combo = self.ui.modelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for modelId, title in view.models:
+            combo.addItem(title, modelId)
+        combo.currentIndex = combo.findData(self._parameterNode.model) if self._parameterNode else -1
+        combo.blockSignals(wasBlocked)
+        self.ui.placePointWidget.setCurrentNode(self.presenter.target_point_list()
+                                                if view.actions["place_point"].enabled else None)
 
-    def onApply(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to start segmentation."), waitCursor=True):
-            p = self._parameterNode
-            self.logic.ensureModel(p.model)
-            self.logic.core.start_segmentation(p.inputVolume, self.logic.segmentParameters(p),
-                                               on_finished=self.onSegmentationFinished)
-            self.onRunStarted(self.ui.progressBar, self.ui.etaLabel)
-
-    def onSegmentationFinished(self, state: RunState, segmentationNode) -> None:
-        self.onRunFinished(state)
-        if segmentationNode is not None:
-            segmentationNode.CreateDefaultDisplayNodes()
-
-    def onStartTraining(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            p = self._parameterNode
-            if self.ui.trainTabWidget.currentIndex == 0:
-                self.logic.core.start_pretraining(self.logic.pretrainParameters(p), on_finished=self.onRunFinished)
-            else:
-                self.logic.core.start_finetuning([(p.finetuneVolume, p.finetuneSegmentation)],
-                                                 self.logic.finetuneParameters(p), on_finished=self.onRunFinished)
-            self.onRunStarted(self.ui.trainProgressBar, self.ui.trainEstimateLabel)
-
-    def onRunStarted(self, progressBar, etaLabel) -> None:
-        self._progressBar, self._etaLabel = progressBar, etaLabel
-        progressBar.setValue(0)
-        progressBar.setVisible(True)
-        self._timer.start()
-        self.updateButtons()
+    def onModelSelected(self, index: int) -> None:
+        self._parameterNode.model = self.ui.modelComboBox.itemData(index)
 
     def onPoll(self) -> None:
-        process = self.logic.core.process
-        if process is None or not process.poll():
-            self._timer.stop()
+        self.presenter.poll()
 
-    def onProgress(self, event: ProgressEvent) -> None:
-        self._progressBar.setValue(int(100 * event.fraction))
-        self._etaLabel.text = event.describe()
-        if "total" in event.metrics:
-            self.ui.lossLabel.text = event.metric_text("total")
-        if "mean_dice" in event.metrics:
-            self.ui.diceLabel.text = event.metric_text("mean_dice")
+    def onAction(self, action):
+        """A slot that runs ``action`` with errors shown as one message, then re-renders."""
+        return lambda checked=False: self.run(action)
 
-    def onRunFinished(self, state: RunState, *args) -> None:
-        self._timer.stop()
-        self._progressBar.setVisible(False)
-        self._etaLabel.text = state.value
-        self.updateButtons()
-        if state is RunState.FAILED:
-            slicer.util.errorDisplay(_("VoCo run failed."), detailedText=self.logic.core.process.error_message())
+    def run(self, action) -> None:
+        with slicer.util.tryWithErrorDisplay(_("VoCo could not do that."), waitCursor=True):
+            action()
+        self.render()
 
-    def onCancel(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to cancel."), waitCursor=True):
-            self.logic.core.cancel()
+    def importModel(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Import a VoCo model package"), "",
+                                              _("VoCo model packages (*.vocomodel)"))
+        path and self.presenter.import_model(path)
 
-    def onImportModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("Import model file"), "", "Models (*.vocomodel *.pt)")
-        if not path:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to import the model."), waitCursor=True):
-            entry = self.logic.core.registry.import_model(path, Path(path).name.split(".")[0])
-            self.ui.modelComboBox.addItem(entry.id)
-            self._parameterNode.model = entry.id
-
-    def onShowGrid(self, show: bool) -> None:
-        p = self._parameterNode
-        if not p.inputVolume:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to draw the VoCo grid."), waitCursor=True):
-            if show:
-                self.logic.core.show_grid(p.inputVolume, p.recipe)
-            else:
-                self.logic.core.hide_grid(p.inputVolume)
-
-    def onPredict(self) -> None:
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Failed to predict the position."), waitCursor=True):
-            if p.targetPoint.GetNumberOfControlPoints() == 0:
-                raise ValueError(_("Place the target point first."))
-            point = [0.0, 0.0, 0.0]
-            p.targetPoint.GetNthControlPointPositionWorld(0, point)
-            model = self.logic.core.load_position_model(pathText(p.positionCheckpoint) or None, p.recipe)
-            table, chart, result = self.logic.core.predict_positions(p.inputVolume, point, model)
-            slicer.modules.plots.logic().ShowChartInLayout(chart)
-            self.ui.positionLabel.text = _("Predicted and true overlaps are in table '{name}'.").format(
-                name=table.GetName())
+    def predict(self) -> None:
+        table, chart = self.presenter.predict()
+        slicer.modules.plots.logic().ShowChartInLayout(chart)
 
 
 class VoCoSlicerTest(ScriptedLoadableModuleTest):
@@ -348,6 +270,8 @@ class VoCoSlicerTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
+        # in testing mode the dependencies are found or installed without a dialog
+        self.assertTrue(install.ensure_installed(confirmInstall), install.plan().message())
         self.setUp()
         self.test_grid_on_sample_ct()
         self.setUp()

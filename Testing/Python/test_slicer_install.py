@@ -36,3 +36,30 @@ def test_missing_dependencies_skips_slicer_packages():
     assert install.missing_dependencies(["monai"], install.SLICER_SHIPS + install.NEVER_INSTALL) == []
     deps = importlib.metadata.requires("monai")
     assert any(d.startswith("torch") for d in deps)
+
+
+def test_requirements_are_the_ci_pins_of_what_vococore_needs_and_slicer_lacks():
+    """What the module installs is exactly vococore's declared dependencies, minus torch and Slicer's own packages,
+    at the versions CI tests; vococore itself is not fetched (the extension build installs it)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[2]
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (root / "requirements" / "ci.txt").read_text(), re.M))
+    pins = {install._canonical(name): version for name, version in pins.items()}
+    declared = tomllib.loads((root / "VoCoCore" / "pyproject.toml").read_text())["project"]["dependencies"]
+    skipped = {install._canonical(n) for n in [*install.SLICER_SHIPS, *install.NEVER_INSTALL]}
+    needed = {install._canonical(Requirement(d).name) for d in declared} - skipped
+    planned = {install._canonical(Requirement(r).name): Requirement(r) for r in install.REQUIREMENTS}
+    assert set(planned) == needed
+    for name, req in planned.items():
+        assert str(req.specifier) == f"=={pins[name]}", name
+    assert not any("vococore" in r or "git+" in r for r in install.REQUIREMENTS)
+
+
+def test_package_manager_is_found_by_importing_the_submodule():
+    """Outside Slicer neither slicer.packaging nor slicer.pydeps has pip_ensure: the 5.10 path is taken."""
+    assert install.slicer_packaging() is None

@@ -44,7 +44,8 @@ def _parameters() -> dict[str, str]:
 
 def test_ui_parses_and_holds_every_widget_the_code_uses():
     widgets = _ui_widgets()
-    used = set(re.findall(r"self\.ui\.(\w+)", SOURCE))
+    # widgets used directly, and through the BUTTONS/LABELS tables that bind them to the presenter's view
+    used = set(re.findall(r"self\.ui\.(\w+)", SOURCE)) | set(re.findall(r'"(\w+(?:Button|Label|CheckBox))"', SOURCE))
     assert len(used) > 15
     assert sorted(used - set(widgets)) == []
     root = ET.parse(UI).getroot()
@@ -66,7 +67,7 @@ def test_every_parameter_is_bound_to_a_fitting_widget():
     # 'model' is synced by hand (onModelSelected): its choices grow when the user imports a model, and
     # connectGui fills a QComboBox only from a fixed Choice annotation
     assert sorted(bound) == sorted(set(fields) - {"model"})
-    assert "self._parameterNode.model = modelId" in SOURCE
+    assert "self._parameterNode.model = self.ui.modelComboBox.itemData(index)" in SOURCE
     for name, kind in fields.items():
         if name == "model":
             continue
@@ -80,27 +81,47 @@ def test_every_parameter_is_bound_to_a_fitting_widget():
             assert types == [kind.split(":")[1]], name
 
 
-def _untracked() -> set[str]:
-    """Module files git does not track yet (someone's work in progress): judged once they are committed."""
+def _untracked(folder: Path = MODULE) -> set[str]:
+    """Files under ``folder`` git does not track yet (someone's work in progress): judged once committed."""
     import subprocess
 
     try:
-        out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "."], cwd=MODULE,
+        out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "."], cwd=folder,
                              capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return set()
     return set(out.split())
 
 
-def test_module_cmake_lists_every_file():
+def _cmake_list(cmake: str, name: str) -> set[str]:
+    block = re.search(rf"set\({name}\n(.*?)\n\s*\)", cmake, re.S)
+    assert block, name
+    return {line.strip() for line in block.group(1).splitlines() if line.strip()}
+
+
+def test_extension_installs_every_file_of_the_module_and_of_vococore():
+    """What the extension installs: every file CMake lists exists, and every file of the module and every file
+    of the vococore package (which the extension ships, so no git or repository copy is needed) is listed."""
     cmake = (MODULE / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "VoCoSlicer")
-    listed = set(re.findall(r"^\s+([\w/]+\.(?:py|png|svg|ui|json|csv|txt))\s*$", cmake, re.M))
+    module = _cmake_list(cmake, "MODULE_PYTHON_SCRIPTS") | _cmake_list(cmake, "MODULE_PYTHON_RESOURCES")
     on_disk = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"
                and p.relative_to(MODULE).parts[0] != "VoCoStudio"}  # the web front end: never installed in Slicer
-    assert on_disk - _untracked() == listed
-    assert not any(name.startswith("VoCoStudio") for name in listed)
+    assert sorted(module - on_disk) == []  # listed but missing
+    assert not any(name.startswith("VoCoStudio") for name in module)
+    assert sorted(on_disk - _untracked() - module) == []  # present but not installed
+    core = ROOT / "VoCoCore"
+    shipped = _cmake_list(cmake, "VOCOCORE_PYTHON_SCRIPTS") | _cmake_list(cmake, "VOCOCORE_PYTHON_RESOURCES")
+    package = {p.relative_to(core).as_posix() for p in (core / "vococore").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    untracked_core = {f"vococore/{p}" for p in _untracked(core / "vococore")}
+    assert sorted(shipped - package) == []
+    assert sorted(package - untracked_core - shipped) == []
+    assert all(f.endswith(".py") for f in _cmake_list(cmake, "VOCOCORE_PYTHON_SCRIPTS"))
     assert "slicerMacroBuildScriptedModule" in cmake and "WITH_GENERIC_TESTS" in cmake
+    assert re.search(r"ctkMacroCompilePythonScript\(\s*TARGET_NAME VoCoCore\s+SCRIPTS \"\$\{VOCOCORE_PYTHON_SCRIPTS\}\""
+                     r"\s+RESOURCES \"\$\{VOCOCORE_PYTHON_RESOURCES\}\"\s+SOURCE_DIR \$\{CMAKE_CURRENT_SOURCE_DIR\}/"
+                     r"\.\./VoCoCore\s", cmake)
     assert "slicer_add_python_unittest(SCRIPT VoCoSlicer.py)" in cmake
 
 
@@ -148,7 +169,7 @@ def test_icons_are_128_pngs():
 
 def test_library_is_qt_free_and_module_file_holds_the_slicer_classes():
     forbidden = {"qt", "ctk", "PythonQt", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"}
-    for path in (MODULE / "VoCoSlicerLib").glob("*.py"):
+    for path in (MODULE / "VoCoSlicerLib").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) else []

@@ -195,3 +195,25 @@ def test_segmentation_back_to_labelmap_for_training(mrml, sample):
     empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
     with pytest.raises(VoCoError, match="'empty' has no segments"):
         nodes.labelmap_from_segmentation(empty, ct)
+
+
+def test_training_labels_follow_the_chosen_volume_not_the_segmentation_geometry(mrml, sample):
+    """A segmentation drawn on a coarser copy of the CT (its reference geometry) exports on the CT's own grid,
+    with every labelled voxel where it was drawn in RAS."""
+    from vococore.io.volume import Volume
+
+    ct = read_volume(sample("TotalSegCTSmall"))
+    affine = ct.affine.copy()
+    affine[:3, :3] *= 3.0  # every third voxel of the CT, same origin: voxel (i, j, k) -> CT (3i, 3j, 3k)
+    coarse = Volume(array=np.zeros(tuple(n // 3 for n in ct.shape), np.int16), affine=affine, source="coarse")
+    labels = np.zeros(coarse.shape, np.uint8)
+    labels[5:15, 10:20, 2:6] = 1
+    ct_node = nodes.node_from_volume(ct, mrml.scene, "CT")
+    coarse_node = nodes.node_from_volume(coarse, mrml.scene, "coarse")
+    seg = nodes.segmentation_from_labelmap(labels, coarse, [LabelInfo(1, "box", (1.0, 0.0, 0.0))], mrml.scene,
+                                           "drawn on coarse", coarse_node)
+    exported, _ = nodes.labelmap_from_segmentation(seg, ct)
+    assert exported.shape == ct.shape
+    expected = np.zeros(ct.shape, bool)
+    expected[14:44, 29:59, 5:17] = True  # coarse voxel i covers CT voxels 3i-1 .. 3i+1
+    np.testing.assert_array_equal(exported == 1, expected)

@@ -126,3 +126,72 @@ def test_official_checkpoint_becomes_a_model_package(tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value)
     stamp = path.stat().st_mtime_ns
     assert logic.model_path("Tiny") == path and path.stat().st_mtime_ns == stamp  # converted once
+
+
+def test_checksum_of_a_cached_model_is_computed_once_and_redone_when_the_file_changes(tmp_path):
+    """Apply must not hash a multi-GB model every time: the verified digest is remembered with the file's size and
+    modification time, and a file that changed is hashed (and refused) again."""
+    import os
+
+    served = tmp_path / "server" / "tiny.pt"
+    served.parent.mkdir()
+    served.write_bytes(b"weights" * 300_000)
+    registry = ModelRegistry(_models_json(tmp_path, served.as_uri(), None), cache_dir=tmp_path / "cache")
+    entry = registry.get("Tiny")
+    path = registry.download(entry)
+    stat = path.stat()
+    # same size and time, other bytes: only a remembered digest can pass this without reading the file
+    path.write_bytes(b"W" + path.read_bytes()[1:])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert registry.local_path(entry) == path
+    assert ModelRegistry(registry.models_json, cache_dir=tmp_path / "cache").local_path(entry) == path  # on disk
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # the file changed: hashed again
+    with pytest.raises(VoCoError, match="different SHA-256"):
+        registry.local_path(entry)
+
+
+def test_official_checkpoint_is_packaged_by_the_background_run_not_by_slicer(tmp_path, mrml, sample):
+    """Apply on a downloaded official checkpoint returns at once: the conversion (full weights in memory) runs in
+    the background job, reports a 'convert' stage, and then inference starts on the package it wrote."""
+    import time
+
+    import torch
+    from monai.networks.nets import SwinUNETR
+
+    from vococore.io import read_volume
+    from VoCoSlicerLib import nodes
+    from VoCoSlicerLib.convert import package_path
+    from VoCoSlicerLib.logic import VoCoLogic
+    from VoCoSlicerLib.parameters import SegmentParameters
+    from VoCoSlicerLib.runner import RunState
+
+    net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, use_v2=True)
+    served = tmp_path / "server" / "Tiny.pt"
+    served.parent.mkdir()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, served)
+    data = json.loads(MODELS_JSON.read_text())
+    entry = dict(data["models"][0], id="Tiny", filename="Tiny.pt", url=served.as_uri(), sha256=None, size=None,
+                 labels={"1": "liver", "2": "spleen"})
+    entry["architecture"] = dict(entry["architecture"], feature_size=12, out_channels=3)
+    data["models"] = [entry]
+    (tmp_path / "models.json").write_text(json.dumps(data))
+    registry = ModelRegistry(tmp_path / "models.json", cache_dir=tmp_path / "cache")
+    registry.download(registry.get("Tiny"))
+    events = []
+    logic = VoCoLogic(mrml.scene, registry=registry, work_dir=tmp_path / "work", on_progress=events.append)
+    ct = nodes.node_from_volume(read_volume(sample("TotalSegCTSmall")), mrml.scene, "CT")
+    process = logic.start_segmentation(ct, SegmentParameters(model="Tiny", device="cpu"))
+    package = package_path(registry, registry.get("Tiny"))
+    assert not package.exists()  # nothing converted in this process
+    deadline = time.monotonic() + 240
+    try:
+        while not any(e.stage == "infer" for e in events):
+            assert process.poll(), process.error_message()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.cancel()
+    assert [e.event for e in events if e.stage == "convert"][:2] == ["start", "progress"]
+    assert package.is_file() and logic.model_files("Tiny") == (package, None)
+    assert process.wait_for_completion(timeout_s=10) is RunState.CANCELLED
+    assert list((tmp_path / "work").iterdir()) == []

@@ -78,17 +78,21 @@ def test_finetune_exports_pairs_with_consistent_label_values(mrml, sample, tmp_p
     logic = VoCoLogic(mrml.scene, work_dir=tmp_path)
     params = FinetuneParameters(output_dir=str(tmp_path / "ft"), steps=1, device="cpu")
     process = logic.start_finetuning(pairs, params)
-    process.cancel()  # only the export is checked here
+    try:  # only the export is checked here, while the run goes (its exported files go when it ends)
+        assert params.classes == ["liver", "spleen"]
+        config_path = Path(process.args[process.args.index("--config") + 1])
+        config = yaml.safe_load(config_path.read_text())
+        assert config["data"]["classes"] == ["liver", "spleen"]
+        assert json.loads(Path(config["data"]["label_table"]).read_text()) == {"1": "liver", "2": "spleen"}
+        exported = [read_volume(p) for p in config["data"]["labels"]]
+        assert all(e.same_grid(ct) for e in exported)
+        np.testing.assert_array_equal(exported[0].array, first)
+        np.testing.assert_array_equal(exported[1].array, np.where(second == 1, 2, 0))  # spleen is 2 in every case
+        np.testing.assert_array_equal(read_volume(config["data"]["images"][1]).array, ct.array)
+    finally:
+        process.cancel()
     process.wait_for_completion(timeout_s=30)
-    assert params.classes == ["liver", "spleen"]
-    config = yaml.safe_load(Path(process.args[process.args.index("--config") + 1]).read_text())
-    assert config["data"]["classes"] == ["liver", "spleen"]
-    assert json.loads(Path(config["data"]["label_table"]).read_text()) == {"1": "liver", "2": "spleen"}
-    exported = [read_volume(p) for p in config["data"]["labels"]]
-    assert all(e.same_grid(ct) for e in exported)
-    np.testing.assert_array_equal(exported[0].array, first)
-    np.testing.assert_array_equal(exported[1].array, np.where(second == 1, 2, 0))  # spleen is 2 in every case
-    np.testing.assert_array_equal(read_volume(config["data"]["images"][1]).array, ct.array)
+    assert not config_path.parent.exists()  # the run's CT and label copies are removed
 
 
 @pytest.mark.skipif(not _has_command("finetune"), reason="vococore finetune is not registered in the CLI yet")
@@ -124,8 +128,11 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
 
     events.clear()
     finished = []
+
+    def keep(state, node):  # what vococore wrote, read before the run's temporary folder is removed
+        finished.append((node, read_volume(logic.process.outputs[0]) if node is not None else None))
     run = logic.start_segmentation(ct_node, SegmentParameters(model="", device="cpu"), model_file=package,
-                                   on_finished=lambda state, node: finished.append(node))
+                                   on_finished=keep)
     try:
         assert run.wait_for_completion(timeout_s=300) is RunState.SUCCEEDED, run.error_message()
     finally:
@@ -135,13 +142,13 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
     steps = [e.step for e in events]
     assert steps == sorted(steps) and steps[-1] == events[-1].total
     # the node holds the model's segment names and colours, voxel for voxel what vococore wrote on the CT grid
-    result = finished[0]
+    result, written = finished[0]
+    assert not run.outputs[0].parent.exists()  # the CT copy and the output went with the run's folder
     assert result is logic.result_node and result.GetName() == "CT VoCo"
     segmentation = result.GetSegmentation()
     found = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i)
              for i in range(segmentation.GetNumberOfSegments())}
     assert set(found) <= {"liver", "spleen"}  # a briefly trained model may miss one, never invents names
-    written = read_volume(run.outputs[0])
     assert written.same_grid(ct)
     from vococore.segmentation.package import read_package_info
 

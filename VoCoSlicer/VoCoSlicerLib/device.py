@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,33 +48,73 @@ def arch_supported(capability: tuple[int, int], arch_list: Sequence[str]) -> boo
     return False
 
 
-def check_device(requested: str, required_gb: float) -> DeviceCheck:
-    """Choose ``cuda`` or ``cpu`` for ``requested`` ('auto', 'cuda', 'cpu') and say why a GPU cannot be used."""
+def gpu_facts() -> dict:
+    """What this process's PyTorch sees of GPU 0: build, name, compute capability, kernel list, free/total GiB.
+
+    Initialises CUDA in the calling process: the module calls it only in a child process (:func:`probe_gpu`).
+    """
     import torch
 
+    facts = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "available": torch.cuda.is_available(),
+             "pid": os.getpid()}
+    if facts["available"]:
+        free, total = (b / 2**30 for b in torch.cuda.mem_get_info(0))
+        facts.update(name=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
+                     arch_list=list(torch.cuda.get_arch_list()), free_gb=free, total_gb=total)
+    return facts
+
+
+def probe_gpu(python: str | None = None, timeout_s: float = 120.0) -> dict:
+    """:func:`gpu_facts` measured in a child process of ``python``, so Slicer's own process never holds a CUDA
+    context (which keeps GPU memory for the rest of the session); ``{"error": ...}`` when the child fails."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from VoCoSlicerLib.device import gpu_facts; "
+            "print(json.dumps(gpu_facts()))")
+    lib_parent = str(Path(__file__).resolve().parents[1])
+    try:
+        done = subprocess.run([python or sys.executable, "-c", code, lib_parent], capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"error": f"the GPU check could not run ({exc})", "available": False}
+
+
+def decide_device(requested: str, required_gb: float, facts: dict) -> DeviceCheck:
+    """Choose ``cuda`` or ``cpu`` for ``requested`` ('auto', 'cuda', 'cpu') from measured GPU ``facts``, and say
+    why a GPU is not used (for 'auto' the reason is kept: the user is told the run falls back to the CPU)."""
     if requested not in ("auto", "cuda", "cpu"):
         return DeviceCheck(requested, False, f"unknown device {requested!r}; use auto, cuda or cpu")
     if requested == "cpu":
         return DeviceCheck("cpu", True)
-    build = f"PyTorch {torch.__version__} (CUDA {torch.version.cuda})" if torch.version.cuda else \
-        f"PyTorch {torch.__version__} is a CPU-only build"
-    if not torch.cuda.is_available():
-        if requested == "auto":
-            return DeviceCheck("cpu", True, "")
-        return DeviceCheck("cuda", False, f"no CUDA GPU is usable: {build}. Install a CUDA build with the "
-                                          "PyTorch Utils module, or choose cpu.")
-    capability = torch.cuda.get_device_capability(0)
-    name = torch.cuda.get_device_name(0)
-    if not arch_supported(capability, torch.cuda.get_arch_list()):
+    fallback = "cpu" if requested == "auto" else "cuda"
+    if facts.get("error"):
+        return DeviceCheck(fallback, requested == "auto", facts["error"])
+    build = f"PyTorch {facts.get('torch')} (CUDA {facts['cuda_build']})" if facts.get("cuda_build") else \
+        f"PyTorch {facts.get('torch')} is a CPU-only build"
+    if not facts.get("available"):
+        return DeviceCheck(fallback, requested == "auto", f"no CUDA GPU is usable: {build}. Install a CUDA build "
+                                                          "with the PyTorch Utils module, or choose cpu.")
+    name, capability, archs = facts["name"], tuple(facts["capability"]), facts["arch_list"]
+    if not arch_supported(capability, archs):
         reason = (f"{name} is sm_{capability[0]}{capability[1]}, but {build} has kernels only for "
-                  f"{', '.join(torch.cuda.get_arch_list())}. Reinstall PyTorch (PyTorch Utils) with a newer CUDA.")
-        return DeviceCheck("cpu" if requested == "auto" else "cuda", requested == "auto", reason, name)
-    free, total = (b / 2**30 for b in torch.cuda.mem_get_info(0))
+                  f"{', '.join(archs)}. Reinstall PyTorch (PyTorch Utils) with a newer CUDA.")
+        return DeviceCheck(fallback, requested == "auto", reason, name)
+    free, total = float(facts["free_gb"]), float(facts["total_gb"])
     if free < required_gb:
         reason = (f"{name} has {free:.1f} GiB free of {total:.1f} GiB; this run needs about {required_gb:.1f} GiB. "
                   "Close other GPU programs, pick a smaller model, or use cpu.")
-        return DeviceCheck("cpu" if requested == "auto" else "cuda", requested == "auto", reason, name, free, total)
+        return DeviceCheck(fallback, requested == "auto", reason, name, free, total)
     return DeviceCheck("cuda", True, "", name, free, total)
+
+
+def check_device(requested: str, required_gb: float) -> DeviceCheck:
+    """:func:`decide_device` with the GPU facts of this process (for scripts; the module uses :func:`probe_gpu`)."""
+    if requested == "cpu":
+        return DeviceCheck("cpu", True)
+    return decide_device(requested, required_gb, gpu_facts())
 
 
 def _rate(table: dict[int, float], feature_size: int, threads: int | None) -> float:

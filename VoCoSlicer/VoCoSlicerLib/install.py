@@ -1,19 +1,28 @@
-"""Installs what the module needs into Slicer's Python after one confirmation: MONAI and vococore (plus their
-dependencies), never torch itself (the PyTorch extension's PyTorchUtils installs the right CUDA build) and never
-packages Slicer ships. Uses ``pip_ensure`` on Slicer >= 5.12 and ``slicer.util.pip_install`` on 5.10."""
+"""Installs the third-party packages the module needs into Slicer's Python after one confirmation, on the GUI
+thread (pip from a worker thread crashes Slicer on macOS): MONAI and what vococore needs, at the versions CI tests
+(``requirements/ci.txt``). ``vococore`` itself is installed by the extension build (CMake lists its files); torch
+comes from the PyTorch extension's PyTorchUtils (the right CUDA build); packages Slicer ships are never replaced.
+Uses ``slicer.packaging`` (a submodule: imported, not looked up) on Slicer >= 5.12, ``slicer.pydeps`` on 5.11 and
+``slicer.util.pip_install`` before."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-# What VoCoSlicer needs; vococore comes from the extension's repository until it is published on PyPI.
-REQUIREMENTS = ["monai>=1.4", "vococore @ git+https://github.com/vocoslicer/SlicerVoCo#subdirectory=VoCoCore"]
+# vococore's run-time dependencies that Slicer does not ship, pinned to the versions requirements/ci.txt tests
+# (Testing/Python/test_slicer_install.py checks both lists agree with VoCoCore/pyproject.toml).
+REQUIREMENTS = ["monai==1.6.1", "einops==0.8.2", "nibabel==5.4.2", "pynrrd==1.1.3", "PyYAML==6.0.4",
+                "tqdm==4.70.1", "safetensors==0.8.0", "scipy==1.17.1", "psutil==7.2.2", "matplotlib==3.11.2"]
 # Slicer ships these (replacing them breaks Slicer); torch belongs to PyTorchUtils.
 SLICER_SHIPS = ["numpy", "SimpleITK", "vtk", "requests", "pydicom", "packaging"]
 NEVER_INSTALL = ["torch", "torchvision", "torchaudio"]
 TORCH_REQUIREMENT = "torch>=2.3"
+NEXT_STEP = ("Restart Slicer and open the VoCo module again to retry, or install them from the Python console with "
+             "slicer.util.pip_install(...); the Python console shows pip's reason.")
 
 
 def _canonical(name: str) -> str:
@@ -67,7 +76,7 @@ def plan(requirements: Iterable[str] = REQUIREMENTS) -> InstallPlan:
 def ensure_installed(confirm: Callable[[str], bool], requirements: Iterable[str] = REQUIREMENTS) -> bool:
     """Install what :func:`plan` finds missing after ``confirm(message)`` says yes; False when the user declines.
 
-    Must run inside Slicer. Raises ``RuntimeError`` when the PyTorch extension is missing.
+    Must run inside Slicer, on its GUI thread. Raises ``RuntimeError`` when the PyTorch extension is missing.
     """
     import slicer
 
@@ -88,8 +97,8 @@ def ensure_installed(confirm: Callable[[str], bool], requirements: Iterable[str]
     if not todo.missing:
         return True
     skip = [*SLICER_SHIPS, *NEVER_INSTALL]
-    packaging_module = getattr(slicer, "pydeps", None) or getattr(slicer, "packaging", None)
-    if packaging_module is not None and hasattr(packaging_module, "pip_ensure"):  # Slicer >= 5.12
+    packaging_module = slicer_packaging()
+    if packaging_module is not None:  # Slicer >= 5.11
         from packaging.requirements import Requirement
 
         packaging_module.pip_ensure([Requirement(r) for r in todo.missing], skip_packages=skip,
@@ -99,6 +108,19 @@ def ensure_installed(confirm: Callable[[str], bool], requirements: Iterable[str]
         for dependency in missing_dependencies(todo.missing, skip):
             slicer.util.pip_install([dependency])
     return not plan(requirements).missing
+
+
+def slicer_packaging() -> Any:
+    """Slicer's package manager module with ``pip_ensure`` (``slicer.packaging`` on 5.12+, ``slicer.pydeps`` on
+    5.11), imported as the submodule it is; None on older Slicer (then ``slicer.util.pip_install``)."""
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "pip_ensure"):
+            return module
+    return None
 
 
 def missing_dependencies(requirements: Iterable[str], skip: Iterable[str]) -> list[str]:

@@ -191,24 +191,34 @@ def segment_voxels(segmentation_node: Any, segment_name: str, reference: Volume)
 
 def labelmap_from_segmentation(segmentation_node: Any, reference: Volume) -> tuple[np.ndarray, list[LabelInfo]]:
     """All segments as one labelmap (i, j, k) on ``reference``'s grid, values 1..N in segment order, with names
-    and colours (for exporting training labels). Overlapping segments: the later one wins."""
+    and colours (for exporting training labels). Overlapping segments: the later one wins.
+
+    The segments are resampled onto ``reference`` (the chosen CT), never onto the segmentation's own reference
+    geometry, which differs when the segmentation was drawn on another volume or grid."""
     import slicer
+    import vtk
 
     seg = segmentation_node.GetSegmentation()
     if seg.GetNumberOfSegments() == 0:
         raise VoCoError(f"segmentation '{segmentation_node.GetName()}' has no segments")
     scene = segmentation_node.GetScene()
-    labelmap = node_from_volume(reference.with_array(np.zeros(reference.shape, np.uint8)), scene, "_export",
+    geometry = node_from_volume(reference.with_array(np.zeros(reference.shape, np.uint8)), scene, "_geometry",
                                 labelmap=True)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("_export"))
+    ids = vtk.vtkStringArray()
+    for i in range(seg.GetNumberOfSegments()):
+        ids.InsertNextValue(seg.GetNthSegmentID(i))
     try:
-        logic = slicer.vtkSlicerSegmentationsModuleLogic()
-        logic.SetMRMLScene(scene)
-        if not logic.ExportAllSegmentsToLabelmapNode(segmentation_node, labelmap,
-                                                     slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                segmentation_node, ids, labelmap, geometry, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
             raise VoCoError(f"could not export segmentation '{segmentation_node.GetName()}' to a labelmap")
         labels = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0).copy()
     finally:
         scene.RemoveNode(labelmap)
+        scene.RemoveNode(geometry)
+    if labels.shape != reference.shape:
+        raise VoCoError(f"segmentation '{segmentation_node.GetName()}' exported as {labels.shape}, not on the grid "
+                        f"of '{reference.source}' {reference.shape}")
     info = [LabelInfo(i + 1, seg.GetNthSegment(i).GetName(), tuple(seg.GetNthSegment(i).GetColor()))
             for i in range(seg.GetNumberOfSegments())]
     return labels, info

@@ -24,6 +24,26 @@ def vococore_command(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", "vococore"]
 
 
+def fitting_cache_gb(output_dir: Path, preset_gb: float) -> float:
+    """The preset's cache limit, capped at a quarter of the free disk under ``output_dir`` (and 50 GB)."""
+    import shutil
+
+    probe = output_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    cap = min(50.0, free_gb / 4)
+    return round(min(preset_gb, cap) if preset_gb > 0 else cap, 1)
+
+
+def fitting_workers(preset: int) -> int:
+    """DataLoader workers: the preset's, but no more than this machine's cores minus two (Slicer keeps one, the
+    training process one) and never more than 4."""
+    import os
+
+    return max(0, min(preset, (os.cpu_count() or 1) - 2, 4))
+
+
 @dataclass(frozen=True)
 class Validity:
     """Outcome of a validation: ``ok``, and when not ok the ``reason`` to show next to the disabled button."""
@@ -75,15 +95,21 @@ class PretrainParameters:
     steps: int = 1000
     device: str = "auto"
     resume: bool = False
+    loaded_volumes: int = 0  # > 0: the data are this many volumes of the scene, exported under output_dir/data
 
     def validate(self) -> Validity:
         """Data exists, recipe and device are known, and the output folder is new unless resuming."""
         data, out = Path(self.data), Path(self.output_dir)
         last = out / "checkpoints" / "last.pt"
+        loaded = self.loaded_volumes > 0
         return _first_problem([
-            (bool(self.data) and data.exists(), f"Training data {self.data!r} does not exist; choose a folder of "
-                                                "CT volumes or a datalist .json."),
-            (data.is_dir() or data.suffix == ".json", f"{self.data} is neither a folder nor a datalist .json."),
+            (loaded or (bool(self.data) and data.exists()), f"Training data {self.data!r} does not exist; choose "
+                                                            "a folder of CT volumes or a datalist .json, or load "
+                                                            "CT volumes into the scene."),
+            (loaded or data.is_dir() or data.suffix == ".json", f"{self.data} is neither a folder nor a datalist "
+                                                                ".json."),
+            (not loaded or self.loaded_volumes >= 2, "Pretraining on the loaded volumes needs at least 2 of them "
+                                                     "(VoCo's inter-volume loss compares volumes)."),
             (self.recipe in RECIPES, f"Unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}."),
             (self.device in DEVICES, f"Unknown device {self.device!r}; choose one of {', '.join(DEVICES)}."),
             (self.steps >= 1, "Steps must be at least 1."),
@@ -100,7 +126,14 @@ class PretrainParameters:
         from vococore.utils.config import config_path
 
         base = yaml.safe_load(config_path(PRETRAIN_PRESETS[self.recipe]).read_text())
-        return {**base, "data": self.data, "steps": self.steps, "device": self.device, "output_dir": self.output_dir,
+        out = Path(self.output_dir).expanduser().resolve()
+        data = out / "data" if self.loaded_volumes else Path(self.data).expanduser().resolve()
+        # the presets are sized for an 8-GPU server (200 GB cache, 8 workers) and use paths relative to the working
+        # directory, which inside Slicer is wherever Slicer started: here everything lives under the output folder
+        return {**base, "data": str(data), "steps": self.steps, "device": self.device, "output_dir": str(out),
+                "cache_dir": str(out / "cache") if base.get("cache_dir") else None,
+                "cache_limit_gb": fitting_cache_gb(out, float(base.get("cache_limit_gb") or 0.0)),
+                "workers": fitting_workers(int(base.get("workers") or 0)),
                 "checkpoint_every": max(1, min(int(base.get("checkpoint_every", 1000)), self.steps // 10))}
 
     def command(self, config_path: Path, python: str | None = None) -> list[str]:

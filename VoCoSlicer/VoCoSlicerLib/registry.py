@@ -19,6 +19,7 @@ from vococore.utils.errors import VoCoError
 MODELS_JSON = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "models.json"
 USER_MODELS = "user_models.json"
 RECORDED = "recorded_sha256.json"
+VERIFIED = "verified_sha256.json"  # file name -> [size, mtime_ns, sha256] of cache files already hashed
 
 
 def default_cache_dir() -> Path:
@@ -89,10 +90,27 @@ class ModelRegistry:
         if not path.is_file():
             return None
         expected = self.expected_sha256(entry)
-        if expected is not None and sha256_of(path) != expected:
+        if expected is not None and self.file_sha256(path) != expected:
             raise VoCoError(f"cached model {entry.id!r} has a different SHA-256 than {expected[:12]}...; "
                             "delete it and download again", path)
         return path
+
+    def file_sha256(self, path: Path) -> str:
+        """SHA-256 of a cached file, computed once and remembered with its size and modification time: hashing an
+        H model (4.65 GB) on every Apply would hold the GUI for tens of seconds. A changed file is hashed again."""
+        stat = path.stat()
+        key = [stat.st_size, stat.st_mtime_ns]
+        known = self._read_json(VERIFIED, {}).get(path.name)
+        if known and known[:2] == key:
+            return known[2]
+        digest = sha256_of(path)
+        self._remember(path, digest)
+        return digest
+
+    def _remember(self, path: Path, digest: str) -> None:
+        stat = path.stat()
+        self._write_json(VERIFIED, {**self._read_json(VERIFIED, {}), path.name: [stat.st_size, stat.st_mtime_ns,
+                                                                                 digest]})
 
     def download(self, entry: ModelEntry, on_bytes: Callable[[int, int | None], None] | None = None) -> Path:
         """Fetch ``entry`` into the cache (atomically), verify its SHA-256, record it if none was published."""
@@ -121,6 +139,7 @@ class ModelRegistry:
                             "'Import model file'", entry.url) from None
         if entry.sha256 is None:
             self._record(entry.id, got)
+        self._remember(target, got)
         return target
 
     def import_model(self, source: str | os.PathLike, model_id: str, title: str | None = None,
@@ -143,6 +162,7 @@ class ModelRegistry:
             if sha256_of(tmp) != got:
                 raise VoCoError("copy into the model cache does not match the source; not imported", source)
         self._write_json(USER_MODELS, [_entry_to_json(e) for e in [*self._user_entries(), entry]])
+        self._remember(self.path(entry), got)
         return entry
 
     def _user_entries(self) -> list[ModelEntry]:

@@ -98,15 +98,23 @@ class BackgroundProcess:
     """A ``vococore`` subprocess whose stdout JSON progress and log lines reach callbacks when :meth:`poll` runs.
 
     ``outputs`` are files or folders the run creates: they must not exist beforehand, and after a cancel or
-    failure neither they nor partial temporary files of vococore's atomic writer remain.
+    failure neither they nor partial temporary files of vococore's atomic writer remain. ``prepare`` runs on a
+    worker thread before the command starts (writing the exported CT, so the GUI thread does not wait on it; it
+    must not touch VTK or MRML); ``temporary`` folders are removed when the run ends, after ``on_finished``.
+    ``depends_on_scene`` marks runs whose result goes into the scene (closing the scene cancels only those).
     """
 
     def __init__(self, args: Sequence[str], outputs: Sequence[str | os.PathLike] = (),
                  on_progress: Callable[[ProgressEvent], None] | None = None,
                  on_log: Callable[[str], None] | None = None,
-                 on_finished: Callable[[RunState], None] | None = None) -> None:
+                 on_finished: Callable[[RunState], None] | None = None,
+                 prepare: Callable[[], None] | None = None, temporary: Sequence[str | os.PathLike] = (),
+                 env: dict[str, str] | None = None, depends_on_scene: bool = False) -> None:
         self.args = [str(a) for a in args]
         self.outputs = [Path(p) for p in outputs]
+        self.prepare, self.env = prepare, env or {}
+        self.temporary = [Path(p) for p in temporary]
+        self.depends_on_scene = depends_on_scene
         self.on_progress, self.on_log, self.on_finished = on_progress, on_log, on_finished
         self.state = RunState.NOT_STARTED
         self.returncode: int | None = None
@@ -114,6 +122,7 @@ class BackgroundProcess:
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._process: subprocess.Popen | None = None
         self._cancel_requested = False
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -129,17 +138,32 @@ class BackgroundProcess:
         for path in self.outputs:
             if path.exists():
                 raise VoCoError("output already exists; choose another name or delete it first", path)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
-                                         start_new_session=os.name == "posix")
         self.state = RunState.RUNNING
+        threading.Thread(target=self._launch, daemon=True).start()
+        return self
+
+    def _launch(self) -> None:
+        """Worker thread: ``prepare``, then the subprocess and its readers (unless cancelled meanwhile)."""
+        try:
+            if self.prepare is not None:
+                self.prepare()
+            with self._lock:
+                if self._cancel_requested:
+                    self._queue.put(("exit", -1))
+                    return
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+                self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                 stdin=subprocess.DEVNULL, text=True, bufsize=1, env=env,
+                                                 start_new_session=os.name == "posix")
+        except Exception as exc:  # reported on the GUI thread as a failed run with the reason
+            self._queue.put(("err", f"could not start the run: {exc}"))
+            self._queue.put(("exit", -1))
+            return
         readers = [threading.Thread(target=self._read, args=(self._process.stdout, "out"), daemon=True),
                    threading.Thread(target=self._read, args=(self._process.stderr, "err"), daemon=True)]
         for reader in readers:
             reader.start()
-        threading.Thread(target=self._watch, args=(readers,), daemon=True).start()
-        return self
+        self._watch(readers)
 
     def _read(self, stream: Any, kind: str) -> None:
         for line in stream:
@@ -180,16 +204,23 @@ class BackgroundProcess:
             self.state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
         if self.state is not RunState.SUCCEEDED:
             self._remove_outputs()
-        if self.on_finished:
-            self.on_finished(self.state)
+        try:
+            if self.on_finished:
+                self.on_finished(self.state)
+        finally:
+            for folder in self.temporary:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def cancel(self, timeout_s: float = 5.0) -> None:
         """End the process and all its children (terminate, then kill what is left) within ``timeout_s``."""
         import psutil
 
-        if self._process is None or self.state is not RunState.RUNNING:
+        if self.state is not RunState.RUNNING:
             return
-        self._cancel_requested = True
+        with self._lock:
+            self._cancel_requested = True
+            if self._process is None:  # still preparing: the worker thread ends without starting the command
+                return
         try:
             parent = psutil.Process(self._process.pid)
             tree = parent.children(recursive=True) + [parent]

@@ -204,8 +204,11 @@ class Studio:
     # --- runs -----------------------------------------------------------------------------------------------------
     def poll(self) -> None:
         """Deliver the background run's progress to the page (called from a timer)."""
-        if self.logic.process is not None:
-            self.logic.process.poll()
+        process = self.logic.process
+        if process is not None:
+            process.poll()
+            if self.state.running and process.pid != self.state.pid:  # the subprocess starts after its preparation
+                self.state.pid = process.pid
 
     def cancel(self) -> None:
         """Stop the current run and its whole process tree."""
