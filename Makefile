@@ -11,7 +11,7 @@ export VOCOCORE_CACHE ?= $(abspath .cache)
 # small networks tens of times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo test clean
+.PHONY: venv demo studio test clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): $(REQ) VoCoCore/pyproject.toml
 # 2 cores is measured by benchmarks/demo_clean_clone.sh and recorded in BENCHMARKS.md ("Main job from a clean clone").
 demo: $(STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m vococore_demo --output output/demo $(DEMO_ARGS)
+
+# VoCo Studio, the module's three sections in a browser, on the bundled sample CT: http://127.0.0.1:8080/
+# (STUDIO_ARGS="--host 0.0.0.0" listens beyond this machine and prints a one-time access token)
+studio: $(STAMP)
+	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m VoCoStudio $(STUDIO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest Testing -q
