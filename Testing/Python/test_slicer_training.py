@@ -14,13 +14,6 @@ from VoCoSlicerLib.parameters import PretrainParameters
 from VoCoSlicerLib.runner import RunState
 
 
-def _has_command(name: str) -> bool:
-    from vococore.cli import COMMANDS
-
-    return name in COMMANDS
-
-
-@pytest.mark.skipif(not _has_command("pretrain"), reason="vococore pretrain is not registered in the CLI yet")
 def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
     data = tmp_path / "ct"
     data.mkdir()
@@ -91,7 +84,6 @@ def test_finetune_exports_pairs_with_consistent_label_values(mrml, sample, tmp_p
     np.testing.assert_array_equal(read_volume(config["data"]["images"][1]).array, ct.array)
 
 
-@pytest.mark.skipif(not _has_command("finetune"), reason="vococore finetune is not registered in the CLI yet")
 def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, tmp_path):
     """Volume + segmentation nodes -> vococore finetune (small CNN, 2 steps) -> best.vocomodel with the segment
     names -> vococore infer with it -> a segmentation node with those names. Loss and Dice reach the callback."""
