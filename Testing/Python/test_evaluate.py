@@ -12,15 +12,19 @@ import pytest
 from seg_model import TOTALSEG, run_cli
 from vococore.segmentation.evaluate import evaluate
 from vococore.io import read_volume, write_labelmap
-from vococore.preprocessing.resample import resample_to_grid
 
 
 def lps_copy(sample, tmp_path):
-    """The LAS-stored reference labels written on the LPS DICOM grid (same labels, other storage order)."""
+    """The LAS-stored reference labels written on the LPS DICOM grid (same labels, other storage order).
+
+    Built without the resampler that evaluate uses: the two grids are the same voxels with j reversed (checked
+    here on the affines), so the LPS copy is the reference array flipped along j."""
     series = read_volume(sample("TotalSegDICOM"))
     reference = read_volume(sample("TotalSegDICOMLabels"))
-    on_series = resample_to_grid(reference, series)
-    path = write_labelmap(on_series.array, series, tmp_path / "labels_lps.nrrd")
+    flip_j = np.diag([1.0, -1.0, 1.0, 1.0])
+    flip_j[1, 3] = series.shape[1] - 1
+    np.testing.assert_allclose(reference.affine @ flip_j, series.affine, atol=1e-3)
+    path = write_labelmap(np.ascontiguousarray(reference.array[:, ::-1, :]), series, tmp_path / "labels_lps.nrrd")
     return path, reference, series
 
 
@@ -55,21 +59,40 @@ def test_shift_gives_hd95_in_mm_and_missing_labels(sample, tmp_path):
     assert math.isnan(absent.dice) and absent.ref_voxels == 0
 
 
-def test_hd95_distance_transform_equals_brute_force_search():
-    """The fast path (distance transforms on orthogonal grids) gives the brute-force surface distances, with
-    anisotropic spacing and irregular shapes."""
-    from vococore.segmentation.evaluate import _nearest_distances, hd95, surface_points
+def _brute_force_hd95(a: np.ndarray, b: np.ndarray, affine: np.ndarray) -> float:
+    """HD95 by definition: surface voxels (a mask voxel with a 6-neighbour outside the mask or the grid), their
+    centres in world mm, every pairwise distance, the 95th percentile each way, the larger of the two."""
+    def surface(mask):
+        padded = np.pad(mask, 1)
+        pts = []
+        for i, j, k in np.argwhere(mask) + 1:
+            if not all(padded[i + di, j + dj, k + dk] for di, dj, dk in
+                       ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))):
+                pts.append(affine[:3, :3] @ [i - 1, j - 1, k - 1] + affine[:3, 3])
+        return np.array(pts)
+
+    pa, pb = surface(a), surface(b)
+    dist = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+    return max(np.percentile(dist.min(axis=1), 95), np.percentile(dist.min(axis=0), 95))
+
+
+@pytest.mark.parametrize("grid", ["anisotropic", "sheared"])
+def test_hd95_equals_the_definition(grid):
+    """MONAI's metric (orthogonal grid) and our KD-tree search (sheared grid) both give the brute-force
+    surface distances of irregular shapes; Dice is the overlap count formula."""
+    from vococore.segmentation.evaluate import dice, hd95
 
     rng = np.random.default_rng(3)
     affine = np.diag([0.8, 1.1, 2.5, 1.0])
     affine[:3, 3] = [3.0, -4.0, 5.0]
-    a = np.zeros((40, 36, 20), bool)
+    if grid == "sheared":
+        affine[0, 2] = 0.9  # the k axis leans along x: not expressible as a spacing
+    a = np.zeros((24, 22, 12), bool)
     b = np.zeros_like(a)
-    a[8:30, 5:25, 3:15] = True
-    b[12:35, 8:30, 5:18] = True
-    a |= rng.random(a.shape) > 0.995
-    b |= rng.random(b.shape) > 0.997
-    pa, pb = surface_points(a, affine), surface_points(b, affine)
-    brute = max(np.percentile(_nearest_distances(x, y), 95) for x, y in ((pa, pb), (pb, pa)))
-    assert hd95(a, b, affine) == pytest.approx(brute, abs=1e-4)
+    a[4:16, 3:14, 2:9] = True
+    b[7:21, 5:19, 3:11] = True
+    a |= rng.random(a.shape) > 0.99
+    b |= rng.random(b.shape) > 0.995
+    assert hd95(a, b, affine) == pytest.approx(_brute_force_hd95(a, b, affine), abs=1e-4)
     assert hd95(a, a, affine) == 0.0
+    assert dice(a, b) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=1e-6)

@@ -64,7 +64,7 @@ def test_augmentation_is_independent_per_crop():
     assert flipped_bases and plain_bases
     crops = torch.cat([plain.bases, plain.targets])
     for aug, original, got in zip(augs, crops, torch.cat([sample.bases, sample.targets])):
-        assert torch.equal(got, aug.apply(original))
+        assert torch.equal(got, _monai_augment(aug, original))
     k = flipped_bases[0]
     assert not torch.equal(sample.bases[k], plain.bases[k])
 
@@ -110,16 +110,40 @@ def test_augmentation_probabilities(name, shift_prob):
     assert shifts.min() >= -0.1 and shifts.max() < 0.1
 
 
+def _monai_augment(aug, crop: torch.Tensor) -> torch.Tensor:
+    """The same draw applied by MONAI's own transforms (Flip per axis, Rotate90 in the first two spatial axes,
+    ShiftIntensity): the reference VoCo's pipeline uses, independent of our torch calls."""
+    from monai.transforms import Flip, Rotate90, ShiftIntensity
+
+    out = crop
+    for axis, flip in enumerate(aug.flips):
+        if flip:
+            out = Flip(spatial_axis=axis)(out)
+    if aug.rotate_k:
+        out = Rotate90(k=aug.rotate_k, spatial_axes=(0, 1))(out)
+    if aug.shift:
+        out = ShiftIntensity(aug.shift)(out)
+    return torch.as_tensor(out)
+
+
 def test_rotation_plane_and_flip_axes():
-    """rot90 turns the first two spatial axes (MONAI default); flips reverse the chosen axes."""
+    """Every flip/rotation draw equals MONAI's transforms; and by hand: a quarter turn sends voxel (i, j, z) to
+    (n_y-1-j, i, z) (counter-clockwise from x towards y), a flip of x sends i to n_x-1-i."""
+    import itertools
+
     from vococore.pretraining.pretext import CropAugmentation
 
     crop = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4)
+    for flips in itertools.product((False, True), repeat=3):
+        for k in range(4):
+            aug = CropAugmentation(flips=flips, rotate_k=k, shift=0.25)
+            assert torch.equal(aug.apply(crop), _monai_augment(aug, crop)), (flips, k)
     rotated = CropAugmentation(flips=(False, False, False), rotate_k=1, shift=0.0).apply(crop)
     assert rotated.shape == (1, 3, 2, 4)
-    assert torch.equal(rotated, torch.rot90(crop, 1, dims=(1, 2)))
-    flipped = CropAugmentation(flips=(True, False, True), rotate_k=0, shift=0.25).apply(crop)
-    assert torch.equal(flipped, crop.flip(1).flip(3) + 0.25)
+    for i, j, z in itertools.product(range(2), range(3), range(4)):
+        assert rotated[0, 2 - j, i, z] == crop[0, i, j, z]
+    flipped = CropAugmentation(flips=(True, False, False), rotate_k=0, shift=0.0).apply(crop)
+    assert flipped[0, 1, 2, 3] == crop[0, 0, 2, 3] and flipped[0, 0, 1, 0] == crop[0, 1, 1, 0]
 
 
 def test_wrong_region_shape_is_an_error():

@@ -33,17 +33,18 @@ def test_loss_decreases_on_real_ct_with_fresh_crops(tmp_path):
     runs it (the three sample CTs: NIfTI, NIfTI and DICOM; new regions, crops and augmentations every step).
 
     Measured on the 2-core machine (seed 0): total loss, mean of steps 1-10 = 0.826, steps 51-60 = 0.585
-    (-29 %); intra 0.591 -> 0.516, inter 0.112 -> 0.006, reg 0.123 -> 0.064. Asserted: total down by at least 0.1
-    and intra down at all. Intra starts near the loss of a constant guess (0.59 for this recipe's labels), so
-    its fall is position learning; inter is near zero without row dropout (student and EMA teacher agree).
+    (-29 %); intra 0.591 -> 0.516, inter 0.112 -> 0.006, reg 0.123 -> 0.064. Inter and reg alone fall by 0.165,
+    so a total-loss bar proves no position learning: asserted is the position term itself, intra down by at least
+    0.04 and below 0.55. Intra starts near the loss of a constant guess (0.59 for this recipe's labels), so its
+    fall is position learning; inter is near zero without row dropout (student and EMA teacher agree).
     """
     result = run_pretraining(_config(tmp_path, steps=60))
     parts = {k: np.array([h[k] for h in result.history]) for k in ("total", "intra", "inter", "reg")}
     assert len(parts["total"]) == 60 and all(np.isfinite(v).all() for v in parts.values())
     first, last = ({k: float(v[s].mean()) for k, v in parts.items()} for s in (slice(0, 10), slice(50, 60)))
     print({k: (round(first[k], 3), round(last[k], 3)) for k in parts})
+    assert last["intra"] < first["intra"] - 0.04 and last["intra"] < 0.55
     assert last["total"] < first["total"] - 0.1
-    assert last["intra"] < first["intra"]
 
 
 def test_fits_one_repeated_batch(tmp_path, sample):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +21,17 @@ def test_registry_lists_every_shared_file_with_checksums():
             assert f.url.startswith("https://") and len(f.sha256) == 64 and f.size > 0
 
 
-def test_mirror_is_used_in_place_and_verified(sample):
-    path = sample("TotalSegCT")
+def test_mirror_is_used_in_place_and_verified(tmp_path, monkeypatch):
+    """A matching mirror file is returned where it lies (not copied, not touched) and nothing enters the cache."""
+    mirror = Path(os.environ[sampledata.MIRROR_ENV])  # the read-only shared data folder
+    monkeypatch.setenv(sampledata.CACHE_ENV, str(tmp_path / "cache"))
     entry = sampledata.registry()["TotalSegCT"].files[0]
-    assert sampledata.sha256_of(path) == entry.sha256
+    before = (mirror / entry.path).stat()
+    path = sampledata.fetch("TotalSegCT", mirror=mirror, download=False)
+    assert path == mirror / entry.path
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+    assert not (tmp_path / "cache").exists()
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from vococore.io import read_volume
+from vococore.pretraining import pretext
 from VoCoSlicerLib import grid, nodes
 
-pretext = pytest.importorskip("vococore.pretraining.pretext")
 
 
 def _expected_boxes(volume, recipe_name):

@@ -16,12 +16,6 @@ from VoCoSlicerLib.parameters import vococore_command
 from VoCoSlicerLib.runner import BackgroundProcess, ProgressEvent, RunState, partial_files
 
 
-def _has_command(name: str) -> bool:
-    from vococore.cli import COMMANDS
-
-    return name.replace("-", "_") in COMMANDS
-
-
 @contextlib.contextmanager
 def _cancelled_on_failure(process: BackgroundProcess):
     """Never leave a test's subprocess running when an assertion fails."""
@@ -121,7 +115,6 @@ def slow_package(tmp_path):
     return save_package(build_segmenter(spec, out_channels=3), package, tmp_path / "tiny.vocomodel")
 
 
-@pytest.mark.skipif(not _has_command("infer"), reason="vococore infer is not registered in the CLI yet")
 def test_cancel_segmentation_leaves_no_file(mrml, sample, tmp_path, slow_package):
     from vococore.io import read_volume
     from VoCoSlicerLib import nodes

@@ -14,13 +14,6 @@ from VoCoSlicerLib.parameters import PretrainParameters
 from VoCoSlicerLib.runner import RunState
 
 
-def _has_command(name: str) -> bool:
-    from vococore.cli import COMMANDS
-
-    return name in COMMANDS
-
-
-@pytest.mark.skipif(not _has_command("pretrain"), reason="vococore pretrain is not registered in the CLI yet")
 def test_pretrain_runs_reports_loss_and_resumes(tmp_path, sample):
     data = tmp_path / "ct"
     data.mkdir()
@@ -95,7 +88,6 @@ def test_finetune_exports_pairs_with_consistent_label_values(mrml, sample, tmp_p
     assert not config_path.parent.exists()  # the run's CT and label copies are removed
 
 
-@pytest.mark.skipif(not _has_command("finetune"), reason="vococore finetune is not registered in the CLI yet")
 def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, tmp_path):
     """Volume + segmentation nodes -> vococore finetune (small CNN, 2 steps) -> best.vocomodel with the segment
     names -> vococore infer with it -> a segmentation node with those names. Loss and Dice reach the callback."""
@@ -148,13 +140,16 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
     segmentation = result.GetSegmentation()
     found = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i)
              for i in range(segmentation.GetNumberOfSegments())}
-    assert set(found) <= {"liver", "spleen"}  # a briefly trained model may miss one, never invents names
+    written = read_volume(run.outputs[0])
+    assert written.array.any(), "the model labelled no voxel: the segment check below would prove nothing"
     assert written.same_grid(ct)
     from vococore.segmentation.package import read_package_info
 
     colors = {"liver": (0.8, 0.4, 0.2), "spleen": (0.6, 0.2, 0.6)}
     labels = {li.name: li.value for li in read_package_info(package).labels}  # the model's channel per name
     assert sorted(labels) == ["liver", "spleen"]
+    # a briefly trained model may miss one name, but every label it wrote is a segment and no name is invented
+    assert found and set(found) == {name for name, value in labels.items() if np.any(written.array == value)}
     for name, value in labels.items():
         if name in found:
             np.testing.assert_allclose(found[name].GetColor(), colors[name], atol=1e-5)

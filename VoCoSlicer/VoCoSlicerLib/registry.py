@@ -3,17 +3,16 @@ all kept in a per-user cache and verified by SHA-256 (recorded on first download
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vococore.utils.atomic import atomic_path
+from vococore.utils.downloads import download, sha256_of
 from vococore.utils.errors import VoCoError
 
 MODELS_JSON = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "models.json"
@@ -27,14 +26,6 @@ def default_cache_dir() -> Path:
     root = os.environ.get("VOCOCORE_CACHE") or Path.home() / ".cache" / "vococore"
     return Path(root) / "models"
 
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -119,24 +110,9 @@ class ModelRegistry:
         if not entry.url:
             raise VoCoError(f"model {entry.id!r} has no download address; import the file instead")
         target = self.path(entry)
-        try:
-            with atomic_path(target, overwrite=False) as tmp:
-                with urllib.request.urlopen(entry.url, timeout=60) as response, open(tmp, "wb") as out:
-                    total = response.headers.get("Content-Length")
-                    total = int(total) if total else entry.size
-                    done = 0
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if on_bytes:
-                            on_bytes(done, total)
-                got = sha256_of(tmp)
-                expected = self.expected_sha256(entry)
-                if expected is not None and got != expected:
-                    raise VoCoError(f"downloaded file has SHA-256 {got}, expected {expected}; not kept", entry.url)
-        except OSError as exc:
-            raise VoCoError(f"cannot download ({exc}); download the file by other means and use "
-                            "'Import model file'", entry.url) from None
+        progress = None if on_bytes is None else lambda done, total: on_bytes(done, total or entry.size)
+        got = download(entry.url, target, self.expected_sha256(entry), progress, overwrite=False,
+                       hint="download the file by other means and use 'Import model file'")
         if entry.sha256 is None:
             self._record(entry.id, got)
         self._remember(target, got)

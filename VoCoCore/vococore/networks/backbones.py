@@ -126,7 +126,3 @@ def build_segmenter(spec: BackboneSpec, out_channels: int) -> nn.Module:
     """The full segmentation network for ``spec``, whose encoder keys equal :func:`build_encoder`'s."""
     return _swinunetr(spec, out_channels) if spec.arch == "swin" else _basic_unet(spec, out_channels)
 
-
-def encoder_keys(spec: BackboneSpec) -> tuple[str, ...]:
-    """Top-level module names that make up the encoder inside the segmenter (for weight transfer)."""
-    return SWIN_ENCODER_MODULES if spec.arch == "swin" else CNN_ENCODER_MODULES

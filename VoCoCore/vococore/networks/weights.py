@@ -64,25 +64,31 @@ class LoadReport:
 
 
 def match_weights(model: nn.Module, source: WeightSource) -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """Pair the model's state-dict keys with source tensors; returns the tensors to load and the report."""
+    """Pair the model's state-dict keys with source tensors; returns the model's updated state and the report.
+
+    Our part is naming: each target key's source key under the known prefixes (:func:`find_source_key`). The
+    shape-checked copy is MONAI's ``copy_model_state`` on the source renamed to target keys (its own ``mapping``
+    argument would copy mismatched shapes with only a warning, so the renaming happens here).
+    """
+    from monai.networks.utils import copy_model_state
+
     target = model.state_dict()
     keys = set(source.tensors)
     report = LoadReport(source.path, source.layout, total=len(target))
-    used, chosen = set(), {}
+    renamed, used = {}, set()
     for key, tensor in target.items():
         src = find_source_key(key, keys)
         if src is None:
             report.missing.append(key)
             continue
         used.add(src)
-        value = source.tensors[src]
-        if tuple(value.shape) != tuple(tensor.shape):
-            report.shape_mismatch.append((key, tuple(tensor.shape), tuple(value.shape)))
-            continue
-        chosen[key] = value
-        report.matched.append(key)
+        renamed[key] = source.tensors[src]
+        if tuple(renamed[key].shape) != tuple(tensor.shape):
+            report.shape_mismatch.append((key, tuple(tensor.shape), tuple(renamed[key].shape)))
+    state, updated, _ = copy_model_state(target, renamed, inplace=False)
+    report.matched = list(updated)
     report.unexpected = sorted(keys - used)
-    return chosen, report
+    return state, report
 
 
 def is_swin(model: nn.Module) -> bool:
@@ -113,10 +119,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, min_fraction: float 
     (files without a record are official releases, trained with MONAI 1.3.0).
     """
     source = read_weights(path)
-    chosen, report = match_weights(model, source)
+    state, report = match_weights(model, source)
     if report.fraction < min_fraction:
         raise VoCoError(_refusal(model, source, report, min_fraction), path)
-    model.load_state_dict(chosen, strict=False)
+    model.load_state_dict(state)
     if is_swin(model):
         legacy = legacy_merging if legacy_merging is not None else (
             source.legacy_merging if source.legacy_merging is not None else True)

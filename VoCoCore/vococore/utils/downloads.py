@@ -23,15 +23,17 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def download(url: str, target: str | os.PathLike, sha256: str | None = None,
-             progress: Callable[[int, int | None], None] | None = None, timeout: float = 60) -> str:
+             progress: Callable[[int, int | None], None] | None = None, timeout: float = 60,
+             overwrite: bool = True, hint: str = "") -> str:
     """Download ``url`` to ``target`` atomically and return the file's SHA-256.
 
     When ``sha256`` is given a file that differs is deleted and refused; ``progress(done, total)`` is called per MiB.
+    ``overwrite=False`` refuses an existing ``target``; ``hint`` is appended to the message of a failed transfer.
     """
     try:
-        with atomic_path(target, overwrite=True) as tmp:
+        with atomic_path(target, overwrite=overwrite) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                length = response.headers.get("Content-Length")
+                length = response.headers.get("Content-Length")  # file:// responses have no .length
                 total = int(length) if length else None
                 done = 0
                 while chunk := response.read(1 << 20):
@@ -43,5 +45,5 @@ def download(url: str, target: str | os.PathLike, sha256: str | None = None,
             if sha256 is not None and got != sha256:
                 raise VoCoError(f"downloaded file has SHA-256 {got}, expected {sha256}; not kept", url)
     except OSError as exc:
-        raise VoCoError(f"cannot download ({exc})", url) from None
+        raise VoCoError(f"cannot download ({exc}){'; ' + hint if hint else ''}", url) from None
     return got

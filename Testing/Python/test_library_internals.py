@@ -1,0 +1,99 @@
+"""Pins on the private MONAI and PyTorch behaviour vococore relies on, so an upgrade that changes it fails here,
+by name, rather than as wrong numbers elsewhere: the SpatialPad record in ``applied_operations`` (inference
+crops the padding off with it), CropForeground's overridable ``compute_bounding_box`` (the keep-whole fallback),
+``torch.mkldnn_convolution``'s argument order (fast inference), and the PatchMerging class swap (legacy merging)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def test_spatial_pad_record_names_class_and_padding_per_dim():
+    """inference._unpadded reads ``op["class"] == "SpatialPad"`` and ``op["extra_info"]["padded"]``: (before,
+    after) per dimension, channel first, split symmetrically with the extra voxel after."""
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialPad
+
+    padded = SpatialPad(spatial_size=(64, 64, 64))(MetaTensor(torch.ones(1, 10, 64, 61)))
+    op = padded.applied_operations[-1]
+    assert op["class"] == "SpatialPad"
+    assert [tuple(int(v) for v in pair) for pair in op["extra_info"]["padded"]] == [(0, 0), (27, 27), (0, 0), (1, 2)]
+    assert padded[0, 27:37, :, 1:62].all() and padded.sum() == 10 * 64 * 61
+
+
+def test_unpadded_uses_the_record_to_return_the_real_grid():
+    """Through our preprocessing: a 20-slice volume is padded to 64 slices; the record gives back the 20 slices
+    and an affine whose origin is the un-padded grid's."""
+    from vococore.io.volume import Volume
+    from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
+    from vococore.segmentation.inference import _unpadded
+
+    array = np.full((80, 80, 20), 100, dtype=np.int16)
+    pre = Preprocessor(PreprocessConfig(spacing=None, foreground_threshold=None))(
+        Volume(array, np.diag([1.5, 1.5, 1.5, 1.0])))
+    assert pre.shape == (80, 80, 64)
+    scores, affine = _unpadded(torch.zeros(2, *pre.shape), pre)
+    assert tuple(scores.shape) == (2, 80, 80, 20)
+    np.testing.assert_allclose(affine[:3, 3], [0.0, 0.0, 0.0], atol=1e-6)  # (64 - 20) / 2 = 22 slices before
+
+
+def test_crop_foreground_box_is_overridable_and_empty_for_no_foreground():
+    """MONAI's CropForeground computes an empty box for an image without foreground and crops with whatever
+    ``compute_bounding_box`` returns, which is what our keep-whole subclass overrides."""
+    from monai.transforms import CropForeground
+
+    from vococore.preprocessing.preprocessor import _crop_foreground_or_keep
+
+    blank = torch.zeros(1, 12, 10, 8)
+    start, end = CropForeground(select_fn=lambda x: x > 0.5, allow_smaller=True).compute_bounding_box(blank)
+    assert np.any(np.asarray(end) - np.asarray(start) <= 0)
+    assert tuple(_crop_foreground_or_keep(0.5)(blank).shape) == (1, 12, 10, 8)
+    image = blank.clone()
+    image[0, 3:5, 2:7, 1:4] = 1.0
+    assert tuple(_crop_foreground_or_keep(0.5)(image).shape) == (1, 2, 5, 3)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+@pytest.mark.parametrize("stride, padding, dilation, groups, bias", [
+    ((1, 1, 1), (1, 1, 1), (1, 1, 1), 1, True), ((2, 1, 2), (0, 1, 2), (1, 1, 1), 1, False),
+    ((1, 1, 1), (2, 2, 2), (2, 2, 2), 2, True)])
+def test_mkldnn_convolution_argument_order_is_conv3d(stride, padding, dilation, groups, bias):
+    """``torch.mkldnn_convolution(x, w, b, padding, stride, dilation, groups)``: the positional order that
+    fast_inference calls it with computes F.conv3d."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 9, 10, 11, generator=gen)
+    w = torch.randn(6, 4 // groups, 3, 3, 3, generator=gen)
+    b = torch.randn(6, generator=gen) if bias else None
+    got = torch.mkldnn_convolution(x, w, b, padding, stride, dilation, groups)
+    want = F.conv3d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_merging_class_swap_keeps_keys_and_monai_order():
+    """MONAI's PatchMerging (1.4+) concatenates the parity sub-samples in the order below and then applies
+    ``norm`` and ``reduction``, the attributes LegacyPatchMerging reuses; swapping ``__class__`` there and back
+    keeps every state-dict key and restores MONAI's output."""
+    from monai.networks.nets.swin_unetr import PatchMerging
+
+    from vococore.networks.legacy_merging import LegacyPatchMerging
+    from vococore.networks.weights import set_patch_merging
+
+    torch.manual_seed(0)
+    merging = PatchMerging(dim=4, spatial_dims=3).eval()
+    x = torch.randn(1, 4, 6, 8, 4)
+    order = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
+    by_hand = merging.reduction(merging.norm(torch.cat([x[:, i::2, j::2, k::2] for i, j, k in order], -1)))
+    with torch.no_grad():
+        before = merging(x)
+        torch.testing.assert_close(before, by_hand)
+        keys = set(merging.state_dict())
+        holder = torch.nn.Sequential(merging)
+        set_patch_merging(holder, legacy=True)
+        assert type(merging) is LegacyPatchMerging and set(merging.state_dict()) == keys
+        assert not torch.allclose(merging(x), before)
+        set_patch_merging(holder, legacy=False)
+        assert type(merging) is PatchMerging
+        torch.testing.assert_close(merging(x), before)
