@@ -21,7 +21,7 @@ INSTANCE_UIDS = "DICOM.instanceUIDs"
 
 def apply_terminology(segmentation_node: Any, label_info: Sequence[LabelInfo]) -> None:
     """Give each segment (found by label value) its label's standard terminology, so Slicer shows the term."""
-    import slicerio
+    import slicerio.segmentation
 
     info = {li.value: li for li in label_info}
     seg = segmentation_node.GetSegmentation()
@@ -29,13 +29,13 @@ def apply_terminology(segmentation_node: Any, label_info: Sequence[LabelInfo]) -
         segment = seg.GetNthSegment(index)
         label = info.get(int(segment.GetLabelValue()))
         if label is not None and label.terminology is not None:
-            segment.SetTerminology(slicerio.terminology_entry_to_string(label.terminology.to_slicer()))
+            segment.SetTerminology(slicerio.segmentation.terminology_entry_to_string(label.terminology.to_slicer()))
 
 
 def segment_labels(segmentation_node: Any, reference_node: Any) -> tuple[Any, list[LabelInfo]]:
     """All segments as one labelmap on the reference volume's grid, with names, colours and each segment's
     terminology as Slicer holds it now (a user's edits in the terminology selector included)."""
-    import slicerio
+    import slicerio.segmentation
 
     labels, info = labelmap_from_segmentation(segmentation_node, volume_from_node(reference_node))
     seg = segmentation_node.GetSegmentation()
@@ -44,7 +44,7 @@ def segment_labels(segmentation_node: Any, reference_node: Any) -> tuple[Any, li
         segment = seg.GetNthSegment(index)
         term = None
         if segment.HasTerminology():
-            entry = slicerio.terminology_entry_from_string(segment.GetTerminology())
+            entry = slicerio.segmentation.terminology_entry_from_string(segment.GetTerminology())
             term = Terminology(category=tuple(entry["category"]), type=tuple(entry["type"]),
                                type_modifier=_code(entry.get("typeModifier")),
                                region=_code(entry.get("anatomicRegion")),
@@ -67,6 +67,7 @@ def export_dicom_seg(segmentation_node: Any, volume_node: Any, path: str | os.Pa
     if missing:
         raise VoCoError(f"{len(missing)} of the {len(uids)} DICOM images of '{volume_node.GetName()}' are not in "
                         f"the DICOM database any more (first: {missing[0]})")
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)  # export on its exact grid
     labels, info = segment_labels(segmentation_node, volume_node)
     written = write_dicom_seg(labels, volume_from_node(volume_node), files, path, info, algorithm,
                               overwrite=overwrite)
