@@ -66,7 +66,8 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, sources: Sequence[str
     if unknown:
         raise VoCoError(f"label values {unknown} have no name; give every value a label", path)
     datasets = read_sources(sources)
-    lut = np.zeros(int(max(labels.max(initial=0), infos[-1].value)) + 1, dtype=np.uint8)
+    lut = np.zeros(int(max(labels.max(initial=0), infos[-1].value)) + 1,
+                   dtype=np.uint8 if len(infos) < 256 else np.uint16)
     for number, info in enumerate(infos, start=1):
         lut[info.value] = number
     frames = np.stack([lut[_frame_of(labels, reference, ds, f)] for ds, f in zip(datasets, sources)])
