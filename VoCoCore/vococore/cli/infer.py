@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, nargs="+",
                    help="CT files, DICOM series folders, or folders of CT files (each file is one case)")
     p.add_argument("--output", required=True,
-                   help="output file (.nii.gz, .nrrd, .seg.nrrd) for one case, else a folder")
-    p.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".seg.nrrd"],
-                   help="file type written into an output folder (default .nii.gz)")
+                   help="output file (.nii.gz, .nrrd, .seg.nrrd, or .dcm for DICOM SEG) for one case, else a folder")
+    p.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".seg.nrrd", "dicom-seg"],
+                   help="file type written into an output folder (default .nii.gz); dicom-seg (.dcm) needs DICOM "
+                        "series inputs and references them")
     p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: package's)")
     p.add_argument("--overlap", type=float,
                    help="window overlap in [0, 1) (default: package's, 0.5; the official VoCo code uses 0.75)")
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs, outputs = plan_outputs(args.input, args.output, args.format)
+    suffix = ".dcm" if args.format == "dicom-seg" else args.format
+    inputs, outputs = plan_outputs(args.input, args.output, suffix)
     options = InferenceOptions(roi_size=tuple(args.roi) if args.roi else None, overlap=args.overlap,
                                blend=args.blend, sw_batch_size=args.sw_batch_size, device=args.device,
                                amp=args.amp, accumulate_dtype=args.accumulate_dtype,

@@ -10,6 +10,7 @@ NIFTI = "nifti"
 NRRD = "nrrd"
 SEG_NRRD = "seg.nrrd"
 METAIMAGE = "metaimage"
+DICOM_SEG = "dicom-seg"  # an output only: a DICOM Segmentation instance (.dcm) for a DICOM series input
 
 _SUFFIXES = {
     ".seg.nrrd": SEG_NRRD,
@@ -39,3 +40,11 @@ def full_suffix(path: str | Path) -> str:
         if name.lower().endswith(suffix):
             return name[-len(suffix):]
     return Path(path).suffix
+
+
+def detect_output_format(path: str | Path) -> str:
+    """Like :func:`detect_format`, plus ``.dcm`` for a DICOM SEG output (an input ``.dcm`` is one slice of a
+    series folder, so reading does not take it)."""
+    if Path(path).name.lower().endswith(".dcm"):
+        return DICOM_SEG
+    return detect_format(path)

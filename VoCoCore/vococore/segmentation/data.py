@@ -14,7 +14,7 @@ import torch
 
 from vococore.utils.errors import VoCoError
 from vococore.io import LabelInfo, read_volume
-from vococore.io.labels import default_color
+from vococore.io.labels import make_label
 from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
 from vococore.preprocessing.resample import resample_to_grid
 
@@ -83,7 +83,8 @@ def select_classes(classes: list[str | int], table: dict[int, str],
             raise VoCoError(f"label {item!r} chosen twice")
         mapping[source] = i
         name = table.get(source, f"label_{source}")
-        infos.append(LabelInfo(i, name, tuple((colors or {}).get(name, default_color(i)))))
+        color = (colors or {}).get(name)
+        infos.append(make_label(i, name, tuple(color) if color is not None else None))
     if not mapping:
         raise VoCoError("choose at least one label (data.classes)")
     return mapping, infos

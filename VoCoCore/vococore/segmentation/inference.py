@@ -228,8 +228,8 @@ def plan_outputs(inputs: list[str | os.PathLike], output: str | os.PathLike, suf
                  ) -> tuple[list[Path], list[Path]]:
     """Pair inputs with output files. A folder input holding volume files means each of them, any other folder
     is one DICOM series. One input and an ``output`` with a volume suffix gives that file; otherwise ``output``
-    is a folder receiving ``<input name>_seg<suffix>`` for each input."""
-    from vococore.io.formats import detect_format, full_suffix
+    is a folder receiving ``<input name>_seg<suffix>`` for each input (``.dcm``: DICOM SEG)."""
+    from vococore.io.formats import detect_output_format, full_suffix
 
     cases: list[Path] = []
     for item in map(Path, inputs):
@@ -238,8 +238,8 @@ def plan_outputs(inputs: list[str | os.PathLike], output: str | os.PathLike, suf
         files = sorted(p for p in item.iterdir() if p.is_file() and _known(p)) if item.is_dir() else [item]
         cases.extend(files or [item])
     output = Path(output)
-    detect_format("x" + suffix)
-    if len(cases) == 1 and _known(output):
+    detect_output_format("x" + suffix)
+    if len(cases) == 1 and (_known(output) or output.name.lower().endswith(".dcm")):
         return cases, [output]
     names = [(c.name[:-len(full_suffix(c))] if _known(c) else c.name) + "_seg" + suffix for c in cases]
     if len(set(names)) != len(names):
@@ -267,12 +267,13 @@ def segment_files(package_path: str | os.PathLike, inputs: list[Path], outputs: 
     """
     from vococore.utils.atomic import check_writable
     from vococore.io import read_volume, write_labelmap
-    from vococore.io.formats import detect_format
+    from vococore.io.formats import DICOM_SEG, detect_output_format
 
     if len(inputs) != len(outputs):
         raise ValueError("inputs and outputs must pair up")
-    for out in outputs:
-        detect_format(out)
+    for src, out in zip(inputs, outputs):
+        if detect_output_format(out) == DICOM_SEG:
+            _check_dicom_source(Path(src))
         check_writable(out, overwrite)
     options = options or InferenceOptions()
     loaded = load_package(package_path, pick_device(options.device))
@@ -281,5 +282,36 @@ def segment_files(package_path: str | os.PathLike, inputs: list[Path], outputs: 
         volume = read_volume(src)
         report = None if progress is None else (lambda fraction, i=i: progress(i, fraction))
         result = segment(loaded, volume, options, progress=report)
-        written.append(write_labelmap(result.array, volume, dst, label_info=loaded[1].labels, overwrite=overwrite))
+        if detect_output_format(dst) == DICOM_SEG:
+            written.append(_write_seg(result.array, volume, Path(src), dst, package_path, loaded[1], overwrite))
+        else:
+            written.append(write_labelmap(result.array, volume, dst, label_info=loaded[1].labels,
+                                          overwrite=overwrite))
     return written
+
+
+def _check_dicom_source(src: Path) -> None:
+    """Refuse a DICOM SEG output for a non-DICOM input, or for a series whose UIDs it could not reference."""
+    from vococore.io.dicom_seg import NOT_DICOM, read_sources, source_files
+
+    if not src.is_dir():
+        raise VoCoError(NOT_DICOM.format(kind=_kind(src)), src)
+    read_sources(source_files(src))
+
+
+def _kind(path: Path) -> str:
+    from vococore.io.formats import full_suffix
+
+    return f"{full_suffix(path)} file" if full_suffix(path) else "non-folder"
+
+
+def _write_seg(labels: np.ndarray, volume: Volume, src: Path, dst: Path, package_path: str | os.PathLike,
+               package: ModelPackage, overwrite: bool) -> Path:
+    """DICOM SEG of one case, naming the package (description or file name), VoCoSlicer version and weights."""
+    from vococore import __version__
+    from vococore.io.dicom_seg import Algorithm, source_files, write_dicom_seg
+
+    name = package.description or Path(package_path).stem
+    algorithm = Algorithm(name=name, version=f"VoCoSlicer {__version__}", weights_sha256=package.weights_sha256)
+    return write_dicom_seg(labels, volume, source_files(src, volume.meta.get("series_uid")), dst, package.labels,
+                           algorithm, overwrite=overwrite)

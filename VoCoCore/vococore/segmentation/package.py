@@ -3,7 +3,8 @@
 Format: a safetensors file. The tensors are the model's state dict (fp32 or fp16 as saved); the safetensors
 metadata has one entry, ``vococore_package``, a JSON object with ``format``/``format_version``, ``backbone``
 (BackboneSpec fields incl. ``legacy_merging``), ``out_channels``, ``preprocess`` (PreprocessConfig fields),
-``roi_size``, ``overlap``, ``labels`` (``[{"value", "name", "color"}]``; value = output channel),
+``roi_size``, ``overlap``, ``labels`` (``[{"value", "name", "color", "terminology"}]``; value = output channel; terminology as
+:meth:`Terminology.to_json` or null),
 ``vococore_version``, ``weights_sha256`` (see :func:`weights_digest`), ``description`` and free ``extra`` data.
 Safetensors cannot execute code when read, so packages from others are safe to open.
 """
@@ -23,7 +24,7 @@ from torch import nn
 from vococore.utils.atomic import atomic_path
 from vococore.utils.config import from_dict, to_dict
 from vococore.utils.errors import VoCoError
-from vococore.io.labels import LabelInfo
+from vococore.io.labels import LabelInfo, Terminology, make_label
 from vococore.networks.backbones import BackboneSpec, build_segmenter
 from vococore.networks.weights_layouts import PACKAGE_METADATA_KEY
 from vococore.preprocessing.preprocessor import PreprocessConfig
@@ -61,7 +62,9 @@ class ModelPackage:
     def to_json(self) -> dict[str, Any]:
         """The metadata object stored in the file."""
         data = to_dict(self)
-        data["labels"] = [{"value": li.value, "name": li.name, "color": list(li.color)} for li in self.labels]
+        data["labels"] = [{"value": li.value, "name": li.name, "color": list(li.color),
+                           "terminology": li.terminology.to_json() if li.terminology else None}
+                          for li in self.labels]
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "out_channels": self.out_channels, **data}
 
     @classmethod
@@ -73,12 +76,21 @@ class ModelPackage:
             raise VoCoError(f"package format {data['format_version']} is newer than this vococore supports "
                             f"({FORMAT_VERSION}); update vococore", path)
         body = {k: v for k, v in data.items() if k not in ("format", "format_version", "out_channels")}
-        labels = [LabelInfo(int(li["value"]), str(li["name"]), tuple(float(c) for c in li["color"]))
-                  for li in body.pop("labels", [])]
+        labels = [_label_from_json(li) for li in body.pop("labels", [])]
         package = from_dict(cls, {**body, "labels": []}, path, "package")
         package.labels = labels
         package.check(path)
         return package
+
+
+def _label_from_json(item: dict[str, Any]) -> LabelInfo:
+    """A stored label (terminology null: none); packages written before labels carried terminology get the
+    standard term of their name."""
+    color = tuple(float(c) for c in item["color"])
+    if "terminology" in item:
+        term = item["terminology"]
+        return LabelInfo(int(item["value"]), str(item["name"]), color, term and Terminology.from_json(term))
+    return make_label(int(item["value"]), str(item["name"]), color)  # type: ignore[arg-type]
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
