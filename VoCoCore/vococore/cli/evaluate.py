@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vococore.segmentation.evaluate import evaluate_files, format_scores, scores_as_dicts
+from vococore.cli.options import label_id, label_map
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,13 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "resampled onto the reference grid by world position (nearest neighbour).")
     p.add_argument("--pred", required=True, help="predicted labelmap (.nii.gz, .nrrd, .seg.nrrd, ...)")
     p.add_argument("--ref", required=True, help="reference labelmap")
-    p.add_argument("--labels", type=int, nargs="+", help="label values to score (default: all present)")
+    p.add_argument("--labels", type=label_id, nargs="+", help="label values to score (default: all present)")
     p.add_argument("--label-table", help="names for label values: 'totalseg' or a JSON file {id: name}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vococore.segmentation.evaluate import evaluate_files, format_scores, scores_as_dicts
+
     names = None
     if args.label_table:
         from vococore.segmentation.data import label_table

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from vococore.cli.pretrain import add_overrides_argument, parse_overrides
-from vococore.segmentation.finetune import load_finetune_config, run_finetune
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vococore.segmentation.finetune import load_finetune_config, run_finetune
+
     result = run_finetune(load_finetune_config(args.config, parse_overrides(args.overrides)), resume=args.resume,
                           json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
