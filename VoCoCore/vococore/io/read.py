@@ -62,11 +62,18 @@ def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     try:
-        with warnings.catch_warnings(record=True) as caught:  # nibabel's header warnings go to our log
-            warnings.simplefilter("always")
-            img = nib.load(str(path))
-            _check_nifti_header(img, path)
-            data = np.asarray(img.dataobj)
+        # nibabel's warnings go to our log; its own logger (which says it "fixes" zero pixdim) stays quiet: the
+        # stored header is checked and refused below instead.
+        nib_log = logging.getLogger("nibabel.global")
+        was_disabled, nib_log.disabled = nib_log.disabled, True
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                img = nib.load(str(path))
+                _check_nifti_header(img, path)
+                data = np.asarray(img.dataobj)
+        finally:
+            nib_log.disabled = was_disabled
     except VoCoError:
         raise
     except Exception as exc:  # nibabel raises many types for damaged files (EOFError, zlib.error, ...)
@@ -81,8 +88,12 @@ def _read_nifti(path: Path) -> Volume:
 def _check_nifti_header(img: "object", path: Path) -> None:
     """Spacing must be positive and finite; when both qform and sform are set they must agree (nibabel reads the
     sform, ITK and so Slicer may read the qform: a disagreement would mirror or shift our labels in Slicer)."""
+    from nibabel.openers import ImageOpener
+
     header = img.header
-    zooms = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    with ImageOpener(str(path)) as fh:  # the header as stored: nibabel's loaded copy has zero pixdim set to 1
+        stored = type(header).from_fileobj(fh, check=False)
+    zooms = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise VoCoError(f"header spacing (pixdim) {zooms.tolist()} mm is not positive and finite", path)
     sform, s_code = header.get_sform(coded=True)
