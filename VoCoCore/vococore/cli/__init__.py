@@ -36,13 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"vococore.cli.{name}").register(sub)
+    parser.set_defaults(subparsers=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vococore`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's parser, so the line names the command
+        args.subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     # Library warnings (nibabel, PyYAML, MONAI, torch) go to the log, shown only with --verbose.

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vococore.segmentation.finetune import load_finetune_config, run_finetune
+    from vococore.utils.atomic import check_output_dir
 
-    result = run_finetune(load_finetune_config(args.config, parse_overrides(args.overrides)), resume=args.resume,
-                          json_progress=args.json_progress)
+    config = load_finetune_config(args.config, parse_overrides(args.overrides))
+    check_output_dir(config.output_dir)  # before data is read or a model built
+    result = run_finetune(config, resume=args.resume, json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
                "best_step": result.best_step, "package": str(result.package) if result.package else None,
                "last_checkpoint": str(result.last_checkpoint)}

@@ -54,8 +54,11 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     from vococore.utils.config import config_path, load_config
     from vococore.pretraining.run import DryRunReport, PretrainConfig, run_pretraining
+    from vococore.utils.atomic import check_output_dir
 
     config = load_config(PretrainConfig, config_path(args.config, "pretrain"), parse_overrides(args.overrides))
+    if not args.dry_run:  # a folder that cannot take output is refused before data is read or a model built
+        check_output_dir(config.output_dir)
     result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,
                              stop_after=args.stop_after, overwrite=args.overwrite)
     if isinstance(result, DryRunReport):

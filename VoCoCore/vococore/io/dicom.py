@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +26,27 @@ NO_UID = ""
 
 @contextlib.contextmanager
 def quiet_itk() -> Iterator[None]:
-    """Keep ITK/GDCM/MetaImage warnings off the terminal while reading (our own message says what matters)."""
+    """Keep ITK/GDCM/MetaImage warnings off the terminal while reading (our own message says what matters):
+    ITK's are switched off, and what the C++ code writes straight to standard error (MetaImage does) is
+    captured at the file-descriptor level and logged at debug level."""
     import SimpleITK as sitk
 
     before = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sitk.ProcessObject.SetGlobalWarningDisplay(before)
+            sink.seek(0)
+            said = sink.read().decode(errors="replace").strip()
+            if said:
+                log.debug("ITK said: %s", " | ".join(said.splitlines()))
 
 
 def _looks_like_dicom(path: Path) -> bool:

@@ -7,13 +7,12 @@ where a folder should go) becomes one :class:`VoCoError` naming the target and t
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from vococore.utils.errors import VoCoError, first_line, os_error_text
+from vococore.utils.errors import VoCoError, os_error_text
 
 
 def check_output_dir(folder: str | os.PathLike) -> Path:
@@ -61,6 +60,19 @@ def refuse_inputs_as_outputs(inputs: Iterable[str | os.PathLike], outputs: Itera
                 raise VoCoError(f"is the input {src}; writing there would destroy it (even with --overwrite)", out)
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a file (read-only, full), or None when it can (the failure was elsewhere)."""
+    try:
+        free = os.statvfs(folder)
+    except OSError as exc:
+        return os_error_text(exc)
+    if free.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if free.f_bavail * free.f_frsize < 1 << 20:
+        return f"no space left on device ({free.f_bavail * free.f_frsize // 1024} KiB free)"
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``path``, on error delete it.
@@ -77,6 +89,11 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False, suffix: str | 
         os.replace(tmp, path)
     except OSError as exc:
         raise VoCoError(f"cannot write: {os_error_text(exc)}; nothing was written", path) from None
+    except RuntimeError:  # ITK and torch writers raise RuntimeError: say so when the folder is the cause
+        problem = _folder_problem(path.parent)
+        if problem is None:
+            raise
+        raise VoCoError(f"cannot write: {problem}; nothing was written", path) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -87,8 +104,5 @@ def save_torch(obj: object, path: str | os.PathLike, overwrite: bool = True) -> 
     import torch
 
     with atomic_path(path, overwrite=overwrite, suffix=".tmp") as tmp:
-        try:
-            torch.save(obj, tmp)
-        except RuntimeError as exc:  # torch wraps a full disk as RuntimeError("... file write failed")
-            raise OSError(errno.EIO, f"torch could not write the file ({first_line(exc)})") from None
+        torch.save(obj, tmp)
     return Path(path)

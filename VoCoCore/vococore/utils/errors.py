@@ -33,7 +33,7 @@ def os_error_text(exc: OSError) -> str:
     return exc.strerror or first_line(exc)
 
 
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def torch_load_problem(exc: BaseException) -> str:
@@ -42,12 +42,8 @@ def torch_load_problem(exc: BaseException) -> str:
     found = _GLOBAL.search(text)
     if found:
         return f"refuses to unpickle: the file asks for {found.group(1)}, not plain tensors"
-    if "central directory" in text or "zip archive" in text:
-        return "not a torch file or truncated (no complete zip archive)"
-    if "invalid load key" in text or "pickle data was truncated" in text or isinstance(exc, EOFError):
-        return "not a torch file, damaged or truncated"
     line = next((ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln), "")
-    return f"unreadable as weights only ({type(exc).__name__}{': ' + line if line else ''})"
+    return f"not a torch file, or damaged or truncated ({type(exc).__name__}{': ' + line if line else ''})"
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
