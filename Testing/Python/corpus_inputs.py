@@ -233,4 +233,4 @@ def small_filesystems(root: Path) -> dict[str, Path] | None:
 
 def unmount(paths: list[Path]) -> None:
     for path in paths:
-        subprocess.run(["umount", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)  # lazy: a child may hold a file open

@@ -43,6 +43,8 @@ def torch_load_problem(exc: BaseException) -> str:
     if found:
         return f"refuses to unpickle: the file asks for {found.group(1)}, not plain tensors"
     line = next((ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln), "")
+    if type(exc).__name__ == "UnpicklingError" and "truncated" not in text:
+        return f"refuses to unpickle: the file holds more than plain tensors ({line})"
     return f"not a torch file, or damaged or truncated ({type(exc).__name__}{': ' + line if line else ''})"
 
 
