@@ -36,20 +36,22 @@ def os_error_text(exc: OSError) -> str:
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def torch_load_problem(exc: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in our words: never torch's advice to unpickle."""
+def torch_load_problem(exc: BaseException, pickled: bool = False) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words: never torch's advice to unpickle.
+    ``pickled``: the file is a pickle stream (so an unpickling error means it holds more than tensors)."""
     text = str(exc)
     found = _GLOBAL.search(text)
     if found:
         return f"refuses to unpickle: the file asks for {found.group(1)}, not plain tensors"
     line = next((ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln), "")
-    if type(exc).__name__ == "UnpicklingError" and "truncated" not in text:
+    if pickled and type(exc).__name__ == "UnpicklingError" and "truncated" not in text:
         return f"refuses to unpickle: the file holds more than plain tensors ({line})"
     return f"not a torch file, or damaged or truncated ({type(exc).__name__}{': ' + line if line else ''})"
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
-    """``"package"`` for a safetensors file (our .vocomodel), ``"torch"`` for a torch zip file, else None: lets a
+    """``"package"`` for a safetensors file (our .vocomodel), ``"torch"`` for a torch zip file, ``"pickle"`` for a
+    pickle stream, else None: lets a
     loader say "a model package where a checkpoint is expected" instead of a parser error."""
     try:
         with open(path, "rb") as fh:
@@ -60,4 +62,6 @@ def file_kind(path: str | os.PathLike) -> str | None:
         return "torch"
     if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < os.path.getsize(path):
         return "package"
+    if head[:1] == b"\x80":  # pickle protocol 2 and later: a legacy torch file or a plain pickle
+        return "pickle"
     return None
