@@ -26,13 +26,13 @@ def check_output_dir(folder: str | os.PathLike) -> Path:
                                 if parent == folder else f"is a file, so the output folder {folder} cannot be made",
                                 parent)
             break
+    probe = folder / f".vococore-write-test.{uuid.uuid4().hex[:8]}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".vococore-write-test.{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as exc:
-        with contextlib.suppress(OSError, UnboundLocalError):
+        with contextlib.suppress(OSError):
             probe.unlink()
         raise VoCoError(f"cannot write into this folder: {os_error_text(exc)}", folder) from None
     return folder
