@@ -61,7 +61,7 @@ def test_truncated_or_foreign_checkpoint_is_refused(tmp_path):
                                                                                                    feature_size=4)))
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(VoCoError, match="truncated.pt.*cannot read checkpoint"):
+    with pytest.raises(VoCoError, match="truncated.pt.*not a torch file"):
         load_checkpoint(bad)
     foreign = tmp_path / "weights.pt"
     torch.save(model.state_dict(), foreign)
@@ -69,7 +69,7 @@ def test_truncated_or_foreign_checkpoint_is_refused(tmp_path):
         load_checkpoint(foreign)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": "vococore-checkpoint", "obj": _Evil()}, pickled)
-    with pytest.raises(VoCoError, match="weights-only"):
+    with pytest.raises(VoCoError, match="refuses to unpickle: the file asks for .*_Evil"):
         load_checkpoint(pickled)
 
 

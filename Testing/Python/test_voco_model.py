@@ -205,7 +205,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
 
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint")
-    with pytest.raises(VoCoError, match="not a readable torch checkpoint") as err:
+    with pytest.raises(VoCoError, match="not a torch file") as err:
         load_voco_model(text)
     assert str(text) in str(err.value)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "official.pt")

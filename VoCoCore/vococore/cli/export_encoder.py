@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vococore.pretraining.export import export_encoder
+    from vococore.utils.atomic import check_writable, refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs([args.checkpoint], [args.out])
+    check_writable(args.out, args.overwrite)  # before the checkpoint is read
 
     print(export_encoder(args.checkpoint, args.out, overwrite=args.overwrite).text())
     return 0

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from vococore.cli.pretrain import add_overrides_argument, parse_overrides
-from vococore.segmentation.finetune import load_finetune_config, run_finetune
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_finetune(load_finetune_config(args.config, parse_overrides(args.overrides)), resume=args.resume,
-                          json_progress=args.json_progress)
+    from vococore.segmentation.finetune import load_finetune_config, run_finetune
+    from vococore.utils.atomic import check_output_dir
+
+    config = load_finetune_config(args.config, parse_overrides(args.overrides))
+    check_output_dir(config.output_dir)  # before data is read or a model built
+    result = run_finetune(config, resume=args.resume, json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
                "best_step": result.best_step, "package": str(result.package) if result.package else None,
                "last_checkpoint": str(result.last_checkpoint)}

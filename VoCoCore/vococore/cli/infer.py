@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vococore.segmentation.inference import InferenceOptions, plan_outputs, segment_files
-from vococore.utils.progress import Progress
+from vococore.cli.options import check_roi, device, overlap, positive_int
 
 MEMORY_NOTE = """memory: with N input voxels, M voxels after preprocessing (the package's spacing, crop and padding)
 and C classes, infer keeps: the input volume and one float32 copy of it while preprocessing; the preprocessed
@@ -28,13 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd", ".seg.nrrd", "dicom-seg"],
                    help="file type written into an output folder (default .nii.gz); dicom-seg (.dcm) needs DICOM "
                         "series inputs and references them")
-    p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: package's)")
-    p.add_argument("--overlap", type=float,
+    p.add_argument("--roi", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: package's)")
+    p.add_argument("--overlap", type=overlap,
                    help="window overlap in [0, 1) (default: package's, 0.5; the official VoCo code uses 0.75)")
     p.add_argument("--blend", default="gaussian", choices=["gaussian", "constant"],
                    help="window blending (official VoCo: constant)")
-    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (default 1)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument("--sw-batch-size", type=positive_int, default=1, help="windows per network call (default 1)")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA if available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA, off on CPU)")
     p.add_argument("--accumulate-dtype", default="float16", choices=["float16", "float32"],
@@ -47,8 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vococore.segmentation.inference import InferenceOptions, plan_outputs, segment_files
+    from vococore.segmentation.package import read_package_info
+    from vococore.utils.atomic import refuse_inputs_as_outputs
+    from vococore.utils.progress import Progress
+
     suffix = ".dcm" if args.format == "dicom-seg" else args.format
     inputs, outputs = plan_outputs(args.input, args.output, suffix)
+    refuse_inputs_as_outputs([args.model, *inputs], outputs)
+    check_roi(args.roi, read_package_info(args.model).backbone.arch, args.model)
     options = InferenceOptions(roi_size=tuple(args.roi) if args.roi else None, overlap=args.overlap,
                                blend=args.blend, sw_batch_size=args.sw_batch_size, device=args.device,
                                amp=args.amp, accumulate_dtype=args.accumulate_dtype,

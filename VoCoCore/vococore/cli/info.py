@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from vococore.preprocessing.describe import describe, format_info
-from vococore.io import read_volume
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show geometry, HU range and VoCo crop-region fit of CT volumes")
@@ -18,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vococore.io import read_volume
+    from vococore.preprocessing.describe import describe, format_info
+
     for i, path in enumerate(args.paths):
         info = describe(read_volume(path, series_uid=args.series_uid))
         if args.json:

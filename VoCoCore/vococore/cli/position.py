@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
+from vococore.cli.options import count, finite_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,9 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "overlap from the geometry.")
     p.add_argument("--model", required=True, help="VoCo pretraining checkpoint (keys model, backbone, recipe)")
     p.add_argument("--input", required=True, help="CT file or DICOM folder")
-    p.add_argument("--point", nargs=3, type=float, action="append", metavar=("R", "A", "S"), default=[],
+    p.add_argument("--point", nargs=3, type=finite_float, action="append", metavar=("R", "A", "S"), default=[],
                    help="centre of a sub-volume in RAS mm (repeatable)")
-    p.add_argument("--random", type=int, default=0, metavar="N", help="also predict N random sub-volumes")
+    p.add_argument("--random", type=count, default=0, metavar="N", help="also predict N random sub-volumes")
     p.add_argument("--seed", type=int, default=0, help="seed of the random sub-volumes (default 0)")
     p.add_argument("--output", required=True, help="folder for positions.json and position_NNN.png")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -25,10 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from vococore.io import read_volume
     from vococore.pretraining.model import load_voco_model
     from vococore.pretraining.position import predict_positions, report_paths, write_position_report
+    from vococore.utils.atomic import refuse_inputs_as_outputs
 
+    refuse_inputs_as_outputs([args.model, args.input], [args.output])
     report_paths(args.output, len(args.point) + max(args.random, 0), args.overwrite)  # refuse before any work
     model = load_voco_model(args.model)
     volume = read_volume(args.input)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import yaml
 
+from vococore.cli.options import positive_int
 from vococore.utils.errors import VoCoError
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue exactly from output_dir/checkpoints/last.pt (or from CKPT)")
     p.add_argument("--dry-run", action="store_true", help="measure a couple of real steps, print time and memory "
                                                           "estimates for the whole run, and exit")
-    p.add_argument("--stop-after", type=int, metavar="N", help="stop (with a checkpoint) after N steps of this call")
+    p.add_argument("--stop-after", type=positive_int, metavar="N", help="stop (with a checkpoint) after N steps of this call")
     p.add_argument("--overwrite", action="store_true", help="start over in an output_dir that holds a run")
     p.add_argument("--json-progress", action="store_true", help="JSON lines progress on stdout")
     p.set_defaults(func=run)
@@ -36,20 +36,29 @@ def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> Non
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
     """``key=value`` strings to a dict, values read as YAML (numbers, booleans, lists)."""
+    import yaml
+
     out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise VoCoError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise VoCoError(f"--set {key.strip()}: the value {value!r} is not valid YAML "
+                            f"({' '.join(str(getattr(exc, 'problem', None) or exc).split())})") from None
     return out
 
 
 def run(args: argparse.Namespace) -> int:
     from vococore.utils.config import config_path, load_config
     from vococore.pretraining.run import DryRunReport, PretrainConfig, run_pretraining
+    from vococore.utils.atomic import check_output_dir
 
     config = load_config(PretrainConfig, config_path(args.config, "pretrain"), parse_overrides(args.overrides))
+    if not args.dry_run:  # a folder that cannot take output is refused before data is read or a model built
+        check_output_dir(config.output_dir)
     result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,
                              stop_after=args.stop_after, overwrite=args.overwrite)
     if isinstance(result, DryRunReport):

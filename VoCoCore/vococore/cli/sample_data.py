@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from vococore.io import sampledata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample-data", help="list or fetch the public sample CT (SHA-256 verified)")
     p.add_argument("name", nargs="?", help="dataset to fetch; omit to list all")
-    p.add_argument("--mirror", help=f"local folder tried first (default: ${sampledata.MIRROR_ENV})")
+    p.add_argument("--mirror", help="local folder tried first (default: $VOCOCORE_SAMPLE_DATA_MIRROR)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vococore.io import sampledata
+
     if args.name is None:
         for ds in sampledata.registry().values():
             size = sum(f.size for f in ds.files) / 1e6

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vococore.utils.errors import VoCoError
-from vococore.io.dicom import _first_line, read_dicom_series
+from vococore.utils.errors import VoCoError, first_line
+from vococore.io.dicom import quiet_itk, read_dicom_series
 from vococore.io.formats import NIFTI, detect_format
 from vococore.io.volume import LPS_TO_RAS, Volume
+
+log = logging.getLogger(__name__)
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None, check_finite: bool = True) -> Volume:
@@ -18,7 +22,9 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None, check_fi
     folder holding a DICOM series (``series_uid`` picks one of several; default: the one with most slices).
 
     The array is indexed (i, j, k) and ``affine`` maps voxels to RAS mm. Problems raise :class:`VoCoError`
-    naming the file: missing, unreadable or truncated, not 3D, or holding NaN/infinite voxels.
+    naming the file: missing, unreadable or truncated, not 3D, holding NaN/infinite voxels, or a header that lies
+    (zero, negative or non-finite spacing, a direction that is not a rotation, NIfTI qform and sform that
+    disagree, so that another reader such as Slicer would place the volume elsewhere). Nothing is repaired.
     """
     path = Path(path)
     if not path.exists():
@@ -30,31 +36,84 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None, check_fi
         volume = _read_nifti(path)
     else:
         volume = _read_with_sitk(path)
+    check_geometry(volume.affine, path)
     if check_finite:
         _check_finite(volume)
     return volume
+
+
+def check_geometry(affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse a voxel-to-world matrix with non-finite entries, zero spacing or axes that are not orthonormal
+    (a sheared or scaled "direction"): readers disagree about such files, so we do not guess."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise VoCoError("header geometry has NaN or infinite values (spacing, origin or direction)", path)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing < 1e-6):
+        raise VoCoError(f"header spacing {np.round(spacing, 6).tolist()} mm has a zero axis", path)
+    axes = affine[:3, :3] / spacing
+    error = float(np.abs(axes.T @ axes - np.eye(3)).max())
+    if error > 1e-3:
+        raise VoCoError(f"header direction is not a rotation (axes off orthonormal by {error:.3g}); fix the "
+                        "header: vococore does not repair it", path)
 
 
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
+        # nibabel's warnings go to our log; its own logger (which says it "fixes" zero pixdim) stays quiet: the
+        # stored header is checked and refused below instead.
+        nib_log = logging.getLogger("nibabel.global")
+        was_disabled, nib_log.disabled = nib_log.disabled, True
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                img = nib.load(str(path))
+                _check_nifti_header(img, path)
+                data = np.asarray(img.dataobj)
+        finally:
+            nib_log.disabled = was_disabled
+    except VoCoError:
+        raise
     except Exception as exc:  # nibabel raises many types for damaged files (EOFError, zlib.error, ...)
         raise VoCoError(f"cannot read NIfTI file, damaged or truncated? ({_describe(exc)})", path) from None
+    for w in caught:
+        log.info("%s: nibabel: %s", path, w.message)
     data = _to_3d(data, path)
     return Volume(array=data, affine=np.asarray(img.affine, dtype=np.float64), source=str(path),
                   meta={"format": "nifti"})
+
+
+def _check_nifti_header(img: "object", path: Path) -> None:
+    """Spacing must be positive and finite; when both qform and sform are set they must agree (nibabel reads the
+    sform, ITK and so Slicer may read the qform: a disagreement would mirror or shift our labels in Slicer)."""
+    from nibabel.openers import ImageOpener
+
+    header = img.header
+    with ImageOpener(str(path)) as fh:  # the header as stored: nibabel's loaded copy has zero pixdim set to 1
+        stored = type(header).from_fileobj(fh, check=False)
+    zooms = np.asarray(stored["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise VoCoError(f"header spacing (pixdim) {zooms.tolist()} mm is not positive and finite", path)
+    sform, s_code = header.get_sform(coded=True)
+    qform, q_code = header.get_qform(coded=True)
+    if s_code and q_code and not np.allclose(sform, qform, atol=1e-3, rtol=1e-4):
+        raise VoCoError("header qform and sform disagree (readers would place the volume differently, e.g. "
+                        "mirrored in Slicer); make them equal or clear one", path)
 
 
 def _read_with_sitk(path: Path) -> Volume:
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
+        with quiet_itk():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise VoCoError(f"cannot read image, damaged or truncated? ({_first_line(exc)})", path) from None
+        raise VoCoError(f"cannot read image, damaged or truncated? ({first_line(exc)})", path) from None
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise VoCoError(f"header spacing {spacing.tolist()} mm is not positive and finite", path)
     return _from_sitk(image, path, meta={"format": detect_format(path)})
 
 

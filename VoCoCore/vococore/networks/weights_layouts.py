@@ -48,13 +48,9 @@ def read_weights(path: str | os.PathLike) -> WeightSource:
         raise VoCoError("weight file not found", path)
     if _is_safetensors(path):
         return _read_safetensors(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError... for foreign or damaged files
-        text = str(exc).strip().splitlines()
-        raise VoCoError("cannot read weights: not a weights-only torch file or safetensors file, or damaged "
-                        f"({text[0] if text else type(exc).__name__}); refusing to unpickle arbitrary objects",
-                        path) from None
+    from vococore.utils.torchload import load_weights_only
+
+    obj = load_weights_only(path, "a weights file (torch or safetensors)")
     return _with_export_sidecar(_unwrap(obj, path), path)
 
 

@@ -100,6 +100,29 @@ class Preprocessed:
         return np.asarray(ijk, dtype=np.float64) @ a[:3, :3].T + a[:3, 3]
 
 
+# The most voxels a resampled CT may have (4 GiB as float32), and along one axis (MONAI's foreground crop keeps
+# box corners as int16): a header with a wrong spacing would otherwise make MONAI allocate an absurd grid (and
+# the machine swap) or overflow before anything said why.
+MAX_RESAMPLED_VOXELS = 2**30
+MAX_RESAMPLED_AXIS = 32767
+
+
+def check_resampled_size(volume: Volume, spacing: tuple[float, float, float] | None) -> tuple[int, int, int]:
+    """The grid size resampling to ``spacing`` would give; refuses one over MAX_RESAMPLED_VOXELS, before any
+    allocation, saying what the header holds and what it would become."""
+    native = np.asarray(volume.spacing, dtype=np.float64)
+    if spacing is None:
+        return volume.shape
+    world_axis = np.abs(volume.affine[:3, :3]).argmax(axis=0)  # the RAS axis each voxel axis runs along
+    size = tuple(int(np.ceil(n * s / spacing[w])) for n, s, w in zip(volume.shape, native, world_axis))
+    if np.prod(size, dtype=np.float64) > MAX_RESAMPLED_VOXELS or max(size) > MAX_RESAMPLED_AXIS:
+        raise VoCoError(f"spacing {np.round(native, 6).tolist()} mm of a {'x'.join(map(str, volume.shape))} grid "
+                        f"would resample to {'x'.join(map(str, size))} voxels at {list(spacing)} mm (limits: "
+                        f"{MAX_RESAMPLED_VOXELS} voxels, {MAX_RESAMPLED_AXIS} along an axis); is the header "
+                        "spacing right?", volume.source)
+    return size  # type: ignore[return-value]
+
+
 class Preprocessor:
     """Applies a :class:`PreprocessConfig` to volumes and inverts results back onto their original grid."""
 
@@ -110,6 +133,7 @@ class Preprocessor:
 
     def __call__(self, volume: Volume, label: Volume | None = None) -> Preprocessed:
         """Preprocess ``volume`` (and a ``label`` on the same grid, resampled with nearest neighbour)."""
+        check_resampled_size(volume, self.config.spacing)
         data = {IMAGE: to_meta_tensor(volume)}
         if label is not None:
             if not volume.same_grid(label, atol=1e-3):

@@ -164,11 +164,9 @@ def load_voco_model(path: str | os.PathLike, map_location: str | torch.device = 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VoCoError("model checkpoint not found", path)
-    try:
-        ckpt: Any = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoint files
-        raise VoCoError(f"not a readable torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})",
-                        path) from None
+    from vococore.utils.torchload import load_weights_only
+
+    ckpt: Any = load_weights_only(path, "a VoCo pretraining checkpoint", map_location)
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in CHECKPOINT_KEYS):
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise VoCoError(f"not a VoCo pretraining checkpoint: needs keys {list(CHECKPOINT_KEYS)}, found {found}", path)

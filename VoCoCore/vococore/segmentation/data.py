@@ -61,8 +61,11 @@ def label_table(name: str) -> dict[int, str]:
             raw = json.loads(Path(name).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise VoCoError(f"cannot read label table ({exc})", name) from None
-    raw = raw.get("labels", raw)
-    return {int(k): str(v) for k, v in raw.items()}
+    raw = raw.get("labels", raw) if isinstance(raw, dict) else raw
+    try:
+        return {int(k): str(v) for k, v in raw.items()}
+    except (AttributeError, ValueError):
+        raise VoCoError("label table must be a JSON object {id: name} with whole-number ids", name) from None
 
 
 def select_classes(classes: list[str | int], table: dict[int, str],

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from vococore.utils.errors import VoCoError
 from vococore.preprocessing.resample import resample_to_grid
 from vococore.io.volume import Volume
 
@@ -115,32 +114,46 @@ def evaluate(pred: Volume, ref: Volume, labels: list[int] | None = None,
 
 
 def evaluate_files(pred_path: str | os.PathLike, ref_path: str | os.PathLike, labels: list[int] | None = None,
-                   names: dict[int, str] | None = None) -> list[LabelScore]:
-    """Read both labelmaps (any supported format) and :func:`evaluate` them."""
+                   names: dict[int, str] | None = None, pred_map: dict[int, int] | None = None) -> list[LabelScore]:
+    """Read both labelmaps (any supported format), refuse ones that are not labelmaps, warn when they barely meet
+    in world coordinates, rename prediction values by ``pred_map`` ({pred value: ref value}), and
+    :func:`evaluate` them."""
     from vococore.io import read_volume
+    from vococore.segmentation.label_checks import check_labelmap, relabel, warn_if_apart
 
     pred, ref = read_volume(pred_path), read_volume(ref_path)
     for vol, path in ((pred, pred_path), (ref, ref_path)):
-        if np.issubdtype(vol.array.dtype, np.floating) and not np.array_equal(vol.array, np.round(vol.array)):
-            raise VoCoError("is not a labelmap (non-integer values)", path)
-    return evaluate(pred, ref, labels, names)
+        check_labelmap(vol, path)
+    warn_if_apart(pred, ref, pred_path, ref_path)
+    return evaluate(relabel(pred, pred_map or {}), ref, labels, names)
+
+
+def only_in_prediction(score: LabelScore) -> bool:
+    """A label the prediction has and the reference lacks: no Dice is defined (the demo report says "absent"),
+    so it is shown with its voxel count and left out of the mean, in the CLI and the demo alike."""
+    return score.ref_voxels == 0 and score.pred_voxels > 0
 
 
 def format_scores(scores: list[LabelScore]) -> str:
-    """A small text table: label, Dice, HD95 and voxel counts, plus the mean over labels present."""
+    """A small text table: label, Dice, HD95 and voxel counts, plus the mean over labels in the reference."""
     lines = [f"{'label':>6} {'name':<24} {'dice':>7} {'hd95_mm':>9} {'pred_vox':>9} {'ref_vox':>9}"]
     for s in scores:
-        lines.append(f"{s.value:>6} {s.name[:24]:<24} {s.dice:>7.4f} {s.hd95_mm:>9.2f} {s.pred_voxels:>9} "
+        dice = f"{'absent':>7}" if only_in_prediction(s) else f"{s.dice:>7.4f}"
+        lines.append(f"{s.value:>6} {s.name[:24]:<24} {dice} {s.hd95_mm:>9.2f} {s.pred_voxels:>9} "
                      f"{s.ref_voxels:>9}")
-    finite = [s.dice for s in scores if not math.isnan(s.dice)]
+    finite = [s.dice for s in scores if not math.isnan(s.dice) and not only_in_prediction(s)]
     if finite:
-        lines.append(f"mean Dice over {len(finite)} labels: {sum(finite) / len(finite):.4f}")
+        lines.append(f"mean Dice over {len(finite)} labels in the reference: {sum(finite) / len(finite):.4f}")
+    absent = [s.name for s in scores if only_in_prediction(s)]
+    if absent:
+        lines.append(f"absent from the reference (predicted only, not scored): {', '.join(absent)}")
     return "\n".join(lines)
 
 
 def scores_as_dicts(scores: list[LabelScore]) -> list[dict]:
-    """JSON-ready records (nan/inf as None / "inf")."""
+    """JSON-ready records (nan/inf as None / "inf"); a label absent from the reference has dice None."""
     def clean(v):
         return None if isinstance(v, float) and math.isnan(v) else ("inf" if v == math.inf else v)
 
-    return [{k: clean(v) for k, v in asdict(s).items()} for s in scores]
+    return [{**{k: clean(v) for k, v in asdict(s).items()},
+             **({"dice": None, "absent_from_reference": True} if only_in_prediction(s) else {})} for s in scores]

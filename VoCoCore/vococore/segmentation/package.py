@@ -23,7 +23,7 @@ from torch import nn
 
 from vococore.utils.atomic import atomic_path
 from vococore.utils.config import from_dict, to_dict
-from vococore.utils.errors import VoCoError
+from vococore.utils.errors import VoCoError, file_kind, first_line
 from vococore.io.labels import LabelInfo, Terminology, make_label
 from vococore.networks.backbones import BackboneSpec, build_segmenter
 from vococore.networks.weights_layouts import PACKAGE_METADATA_KEY
@@ -128,11 +128,14 @@ def read_package_info(path: str | os.PathLike) -> ModelPackage:
     path = Path(path)
     if not path.is_file():
         raise VoCoError("model package not found", path)
+    if file_kind(path) == "torch":
+        raise VoCoError("is a torch checkpoint, not a model package (.vocomodel); fine-tuning writes one as "
+                        "best.vocomodel", path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
     except Exception as exc:  # safetensors raises its own error type for non-safetensors input
-        raise VoCoError(f"not a model package (safetensors) file or damaged ({exc})", path) from None
+        raise VoCoError(f"not a model package (safetensors) file or damaged ({first_line(exc)})", path) from None
     if PACKAGE_METADATA_KEY not in meta:
         raise VoCoError("a safetensors file without vococore package metadata; load it as weights instead", path)
     try:

@@ -106,12 +106,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise VoCoError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError... for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VoCoError(f"cannot read checkpoint, damaged or not a weights-only torch file ({first})", path) \
-            from None
+    from vococore.utils.torchload import load_weights_only
+
+    ckpt = load_weights_only(path, "a vococore training checkpoint", map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VoCoError("not a vococore training checkpoint (no 'format: vococore-checkpoint' entry); "
                         "released weights are loaded with the model loader instead", path)
