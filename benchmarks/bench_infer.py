@@ -7,6 +7,7 @@ sums, scores interpolated onto the input grid a few slices at a time and argmaxe
 Cases: the TotalSegmentator example CT, and a 512x512x300 volume resampled from it.
 
     python benchmarks/bench_infer.py [--arch swin --feature-size 12] [--cases example_ct] [--work DIR]
+    python benchmarks/bench_infer.py --model .cache/finetune_small/best.vocomodel   # a trained model
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 300])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, help="folder for the inputs and outputs (default: a temp folder)")
+    parser.add_argument("--model", type=Path, help="an existing .vocomodel (e.g. the trained finetune_small "
+                        "best.vocomodel) instead of a seed-0 package of --arch/--feature-size/--roi")
     parser.add_argument("--child", choices=["ours", "monai"], help=argparse.SUPPRESS)
     parser.add_argument("--package", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -134,14 +137,15 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-infer-"))
     work.mkdir(parents=True, exist_ok=True)
-    package = work / "model.vocomodel"
-    make_package(package, args.arch, args.feature_size, args.roi)
+    package = args.model or work / "model.vocomodel"
+    if args.model is None:
+        make_package(package, args.arch, args.feature_size, args.roi)
     cases = {"example_ct": fetch("TotalSegCT")}
     if "resampled" in args.cases:
         cases["resampled"] = work / "large_ct.nii.gz"
         make_large(cases["example_ct"], cases["resampled"], tuple(args.size))
-    print(f"model: {args.arch} fs {args.feature_size}, ROI {args.roi}^3, overlap {args.overlap}, gaussian, "
-          f"{args.threads} threads")
+    model = str(args.model) if args.model else f"{args.arch} fs {args.feature_size}, ROI {args.roi}^3 (seed 0)"
+    print(f"model: {model}, overlap {args.overlap}, gaussian, {args.threads} threads")
     for name in args.cases:
         source = cases[name]
         shape = read_volume(source).shape

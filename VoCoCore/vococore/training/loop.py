@@ -8,6 +8,7 @@ The task-specific part is ``step_fn(model, batch) -> {"total": loss, part: value
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vococore.networks.fast_training import fast_training
 from vococore.utils.errors import VoCoError
 from vococore.utils.progress import Progress
 from vococore.training.checkpoint import (build_checkpoint, capture_rng_state, load_checkpoint,
@@ -46,6 +48,7 @@ class LoopConfig:
     grad_clip: float | None = None  # max global grad norm; None: no clipping
     checkpoint_every: int = 100  # write checkpoints/last.pt every this many steps (and at the end)
     keep_every: int = 0  # also keep checkpoints/step_XXXXXXXX.pt every this many steps (0: never)
+    fast_kernels: bool = True  # forward under vococore.networks.fast_training (same numbers, faster kernels)
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -209,7 +212,9 @@ class Trainer:
         """One optimizer step on ``batch``; returns the loss parts as floats."""
         self.model.train()
         batch = to_device(batch, self.info.device)
-        with torch.autocast(self.info.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        kernels = fast_training(self.model) if self.config.fast_kernels else contextlib.nullcontext()
+        with kernels, torch.autocast(self.info.device.type, dtype=self.dtype or torch.float32,
+                                     enabled=self.dtype is not None):
             parts = self.step_fn(self.model, batch)
         total = parts["total"]
         if not torch.isfinite(total.detach()).all():
