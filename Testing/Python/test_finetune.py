@@ -94,3 +94,70 @@ def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_
     # the run's weights load back as a recorded vococore checkpoint that keeps MONAI 1.3.0 merging
     report = load_weights(build_encoder(spec), tmp_path / "run" / "checkpoints" / "last.pt")
     assert report.legacy_merging is True and len(report.matched) == 145
+
+
+def test_sigterm_stops_finetuning_with_a_checkpoint_and_resume_is_exact(tmp_path):
+    """A real SIGTERM to ``vococore finetune`` ends it after the current step with a checkpoint; resuming gives
+    the losses of the uninterrupted session run (same config) bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    reference = {r["step"]: r["total"] for r in map(json.loads, (trained_run() / "metrics.jsonl").read_text()
+                                                    .splitlines())}
+    out = tmp_path / "run"
+    sets = [f"{k}={v}" for k, v in {**TEST_OVERRIDES, "output_dir": str(out)}.items()]
+    proc = subprocess.Popen([sys.executable, "-m", "vococore", "finetune", "--config", "finetune_small",
+                             "--json-progress", "--set", *sets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    for line in proc.stdout:
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "progress" and event.get("stage") == "finetune" and event["step"] == 3:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(rest.strip().splitlines()[-1])
+    k = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert result["stopped"] is True and result["step"] == k and 3 <= k < 30
+    assert not (out / "validation.jsonl").exists()  # it stopped, it did not go on to the next validation
+    resumed = run_finetune(small_config(out), resume=True, stop_after=4)
+    assert resumed.step == k + 4 and not resumed.stopped
+    mine = {r["step"]: r["total"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+    assert sorted(mine) == list(range(1, k + 5))
+    assert all(mine[s] == reference[s] for s in mine), [(s, mine[s], reference[s]) for s in mine]
+
+
+def test_two_gloo_processes_validate_like_one(tmp_path):
+    """torchrun with 2 ranks: the validation split between them gives the Dice one process gives for the same
+    weights; only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vococore.networks.backbones import build_segmenter
+    from vococore.segmentation.data import label_table, select_classes
+    from vococore.segmentation.finetune import _cases, validate
+
+    out = tmp_path / "ddp"
+    sets = {"train.steps": 4, "train.val_every": 4, "train.checkpoint_every": 100, "output_dir": str(out)}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "vococore", "finetune",
+                           "--config", "finetune_small", "--set", *[f"{k}={v}" for k, v in sets.items()]],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
+    config = small_config(out, **sets)
+    mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table))
+    _, val_cases = _cases(config, mapping)
+    assert len(val_cases) == 2  # one case per rank
+    model = build_segmenter(config.backbone, len(labels) + 1)
+    model.load_state_dict(ckpt["model"])
+    single = validate(model, val_cases, config.roi_size, config.train.val_overlap, labels, 4)
+    assert single == record, (single, record)
