@@ -53,6 +53,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for procs in (1, 2):
                 times[procs].append(build(data, Path(tmp) / "cache", procs))
+                print(f"{procs} process(es): {times[procs][-1]:.1f} s", file=sys.stderr, flush=True)
         stored = sum(p.stat().st_size for p in (Path(tmp) / "cache").glob("*.npy")) / args.volumes
     best = {p: min(t) for p, t in times.items()}
     print(json.dumps({"volumes": args.volumes, "seconds": times, "volumes_per_s_1": args.volumes / best[1],

@@ -153,7 +153,7 @@ def test_two_gloo_processes_validate_like_one(tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 4 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
-    config = small_config(out, **sets)
+    config = small_config(out, **{k: v for k, v in sets.items() if k != "output_dir"})
     mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table))
     _, val_cases = _cases(config, mapping)
     assert len(val_cases) == 2  # one case per rank

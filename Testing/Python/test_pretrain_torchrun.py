@@ -70,6 +70,9 @@ def test_parallel_cache_build_resume_sharding_and_sigterm(tmp_path, sample):
         event = _events(line, "cache")
         if event and event["step"] == 3:
             assert event["metrics"]["volumes_per_s"] > 0 and event["eta_s"] is not None
+            workers = [_rank_pid(build, 0), _rank_pid(build, 1)]  # torchrun puts them in their own sessions
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
             os.killpg(build.pid, signal.SIGKILL)
             break
     build.communicate(timeout=60)
