@@ -49,10 +49,10 @@ def test_continued_pretraining_from_the_official_layout(tmp_path, sample):
     recipe = dataclasses.replace(get_recipe("v2"), name="v2-test", grid=2, region_size=(128, 128, 64),
                                  num_targets=1, target_center_range=(32, 96), projector_hidden=128,
                                  projector_out=128)
-    config = PretrainConfig(data=[str(sample("TotalSegCT"))], recipe=recipe,
+    config = PretrainConfig(data=[str(sample("TotalSegCTSmall"))], recipe=recipe,
                             backbone=BackboneSpec(arch="swin", feature_size=12, legacy_merging=False,
                                                   use_checkpoint=False),
-                            steps=4, batch_size=1, lr=1e-4, warmup_steps=0, amp="none", checkpoint_every=100,
+                            steps=3, batch_size=1, lr=1e-4, warmup_steps=0, amp="none", checkpoint_every=100,
                             deterministic=True, device="cpu", tensorboard=False, output_dir=str(out),
                             init_encoder=str(tmp_path / "VoCo_B_SSL_head.pt"))
     result = run_pretraining(config)
@@ -60,13 +60,13 @@ def test_continued_pretraining_from_the_official_layout(tmp_path, sample):
     assert "matched 145/145" in report, report
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     assert ckpt["backbone"]["legacy_merging"] is True  # an official file needs MONAI 1.3.0 merging
-    assert result.step == 4 and "missing 0" in report and "unexpected 0" in report
+    assert result.step == 3 and "missing 0" in report and "unexpected 0" in report
     model = ckpt["model"]
     assert {k.split(".")[0] for k in model} == {"backbone", "student", "teacher"}  # projectors made new
-    # the encoder started from the file: 4 Adam steps at lr 1e-4 move a weight by < 1e-3, while a fresh
+    # the encoder started from the file: 3 Adam steps at lr 1e-4 move a weight by < 1e-3, while a fresh
     # initialisation differs from the file by ~0.01-0.1
     for k in ("swinViT.patch_embed.proj.weight", "swinViT.layers3.0.blocks.1.attn.qkv.weight",
               "encoder10.layer.conv2.conv.weight"):
         assert (model[f"backbone.{k}"] - released[k]).abs().max() < 1e-3, k
     losses = [json.loads(line)["total"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses

@@ -42,7 +42,8 @@ def _entries(cache: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for meta in cache.glob("*.json"):
         if meta.name != "manifest.json" and not meta.name.startswith("."):
-            out[meta.stem] = (meta.with_suffix(".npy").stat().st_mtime_ns, json.loads(meta.read_text())["built_by_rank"])
+            rank = json.loads(meta.read_text())["built_by_rank"]
+            out[meta.stem] = (meta.with_suffix(".npy").stat().st_mtime_ns, rank)
     return out
 
 

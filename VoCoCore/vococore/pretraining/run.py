@@ -159,8 +159,8 @@ def _clear_outputs(config: PretrainConfig) -> None:
 
 
 def _init_encoder(model: Any, config: PretrainConfig) -> str:
-    """Continued pretraining: copy the encoder file into the backbone (projectors stay new), write the load
-    report, and keep the patch merging the file needs in the config so checkpoints record it."""
+    """Continued pretraining: copy the encoder file into the backbone (projectors stay new), keep the patch merging
+    the file needs in the config so checkpoints record it; returns the load report's text."""
     from vococore.networks.weights import load_weights
 
     report = load_weights(model.encoder(), config.init_encoder, config.init_min_fraction)
@@ -208,7 +208,8 @@ def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = F
             return paths
         dataset = PretextDataset(paths, cache, make_sample_fn(recipe), seed=config.seed)
         if resume:  # keep the patch merging the run started with (it may come from init_encoder's file)
-            config.backbone.legacy_merging = bool(_resume_checkpoint(config, resume)["backbone"].get("legacy_merging"))
+            previous = _resume_checkpoint(config, resume)["backbone"]
+            config.backbone.legacy_merging = bool(previous.get("legacy_merging"))
         model = VoCoModel(config.backbone, recipe)
         report = _init_encoder(model, config) if config.init_encoder and not resume else None
         model.to(info.device)
