@@ -118,3 +118,13 @@ def test_window_read_equals_region_extract():
             window = decode_window(stored, np.rint(placement.offset).astype(int), placement.region_size)
             expected = placement.extract(torch.from_numpy(decode(stored))[None])[0].numpy()
             assert np.array_equal(window, expected), (shape, seed)
+
+
+def test_dry_run_says_what_happens_beyond_the_cache_limit():
+    """The issue's case: 20,043 volumes estimated at 49 GB against a 1 GB limit."""
+    from vococore.pretraining.run import PretrainConfig, _cache_note
+
+    note = _cache_note(PretrainConfig(cache_dir="cache", cache_limit_gb=1.0), 49.0, 20043)
+    assert "only about 409 of 20043 volumes fit" in note and "19634 are read and preprocessed again" in note
+    assert "cache_limit_gb to about 54" in note and "uint8" in note
+    assert "all 3 volume(s) fit" in _cache_note(PretrainConfig(cache_limit_gb=0.0), 49.0, 3)

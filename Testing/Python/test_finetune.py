@@ -94,3 +94,37 @@ def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_
     # the run's weights load back as a recorded vococore checkpoint that keeps MONAI 1.3.0 merging
     report = load_weights(build_encoder(spec), tmp_path / "run" / "checkpoints" / "last.pt")
     assert report.legacy_merging is True and len(report.matched) == 145
+
+
+def test_two_gloo_processes_validate_like_one(tmp_path):
+    """torchrun with 2 ranks: the validation split between them gives the Dice one process gives for the same
+    weights; only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vococore.networks.backbones import build_segmenter
+    from vococore.segmentation.data import label_table, select_classes
+    from vococore.segmentation.finetune import _cases, validate
+
+    out = tmp_path / "ddp"
+    sets = {"train.steps": 4, "train.val_every": 4, "train.checkpoint_every": 100, "output_dir": str(out)}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "vococore", "finetune",
+                           "--config", "finetune_small", "--set", *[f"{k}={v}" for k, v in sets.items()]],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 4 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
+    config = small_config(out, **{k: v for k, v in sets.items() if k != "output_dir"})
+    mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table))
+    _, val_cases = _cases(config, mapping)
+    assert len(val_cases) == 2  # one case per rank
+    model = build_segmenter(config.backbone, len(labels) + 1)
+    model.load_state_dict(ckpt["model"])
+    single = validate(model, val_cases, config.roi_size, config.train.val_overlap, labels, 4)
+    assert single == record, (single, record)

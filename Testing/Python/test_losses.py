@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,7 +35,8 @@ def _expected_prediction(labels, logits, negative):
                     neg_sum += -math.log(1 - l + 1e-6) if negative == "log" else l * l
                     neg_count += 1
         pos_total += num / (den + 1e-6)
-        neg_total += neg_sum / neg_count if neg_count else 0.0  # no negatives: 0 (documented choice)
+        # the official divisor: the integer count + 1e-6, rounded to float32 (long + 1e-6 in torch)
+        neg_total += neg_sum / float(np.float32(neg_count) + np.float32(1e-6))
     return pos_total / len(labels), neg_total / len(labels)
 
 
@@ -56,7 +58,19 @@ def test_negative_mask_is_exact_zero():
     assert neg.item() == 0.0
     _, neg = prediction_loss(torch.tensor([[[0.0, 1.0]]], dtype=torch.float64), torch.tensor(logits,
                                                                                             dtype=torch.float64))
-    assert neg.item() == pytest.approx(-math.log(1 - 0.7 + 1e-6), rel=1e-12)
+    assert neg.item() == pytest.approx(-math.log(1 - 0.7 + 1e-6) / float(np.float32(1) + np.float32(1e-6)),
+                                       rel=1e-12)
+
+
+def test_negative_divisor_is_count_plus_1e6_in_float32():
+    """With 20 negatives, 20 + 1e-6 rounds to 20 + 1.9e-6 in float32 (official); float64 or a bare count differ
+    by ~5e-8 relative, which this bar sees."""
+    labels = [[[1.0] + [0.0] * 20]]
+    logits = [[[0.8] + [0.1 + 0.01 * i for i in range(20)]]]
+    _, neg = prediction_loss(torch.tensor(labels, dtype=torch.float64), torch.tensor(logits, dtype=torch.float64))
+    neg_sum = sum(-math.log(1 - l + 1e-6) for l in logits[0][0][1:])
+    assert neg.item() == pytest.approx(neg_sum / float(np.float32(20) + np.float32(1e-6)), rel=1e-13)
+    assert neg.item() != pytest.approx(neg_sum / (20 + 1e-6), rel=1e-9)
 
 
 VECTORS_A = [[[1.0, 2.0, 0.5], [-1.0, 0.3, 2.0]], [[0.2, -0.4, 1.0], [2.0, 1.0, 1.0]], [[0.5, 0.5, -1.0],

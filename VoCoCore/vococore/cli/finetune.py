@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     result = run_finetune(config, resume=args.resume, json_progress=args.json_progress)
     summary = {"event": "result", "step": result.step, "best_mean_dice": result.best_dice,
                "best_step": result.best_step, "package": str(result.package) if result.package else None,
-               "last_checkpoint": str(result.last_checkpoint)}
+               "last_checkpoint": str(result.last_checkpoint), "stopped": result.stopped}
+    how = "stopped" if result.stopped else "finished"
     print(json.dumps(summary) if args.json_progress else
-          f"finished at step {result.step}; best mean Dice {result.best_dice:.4f} (step {result.best_step}); "
-          f"package: {result.package}")
+          f"{how} at step {result.step}; best mean Dice {result.best_dice:.4f} (step {result.best_step}); "
+          f"package: {result.package}" + ("; continue with --resume" if result.stopped else ""))
     return 0

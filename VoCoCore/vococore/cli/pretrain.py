@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="measure a couple of real steps, print time and memory "
                                                           "estimates for the whole run, and exit")
     p.add_argument("--stop-after", type=positive_int, metavar="N", help="stop (with a checkpoint) after N steps of this call")
-    p.add_argument("--overwrite", action="store_true", help="start over in an output_dir that holds a run")
+    p.add_argument("--overwrite", action="store_true", help="start over in an output_dir that holds a run (its "
+                                                            "checkpoints, metrics and TensorBoard events are removed)")
+    p.add_argument("--build-cache", action="store_true", help="only fill cache_dir with the preprocessed volumes and "
+                   "exit (e.g. as a CPU job before the GPU job; under torchrun all ranks share the work)")
     p.add_argument("--json-progress", action="store_true", help="JSON lines progress on stdout")
     p.set_defaults(func=run)
 
@@ -60,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:  # a folder that cannot take output is refused before data is read or a model built
         check_output_dir(config.output_dir)
     result = run_pretraining(config, resume=args.resume, dry_run=args.dry_run, json_progress=args.json_progress,
-                             stop_after=args.stop_after, overwrite=args.overwrite)
+                             stop_after=args.stop_after, overwrite=args.overwrite,
+                             build_cache_only=args.build_cache)
+    if args.build_cache:
+        print(f"cache ready in {config.cache_dir}: {len(result)} usable volume(s)", file=sys.stderr)
+        return 0
     if isinstance(result, DryRunReport):
         if args.json_progress:
             print(json.dumps({"event": "dry_run", **result.__dict__}))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.swin_unetr import PatchMerging
+from monai.networks.nets.swin_unetr import PatchMerging, SwinTransformer
+
+from vococore.utils.errors import VoCoError
 
 # (d, h, w) parity offsets in MONAI 1.3.0 order.
 LEGACY_OFFSETS = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1))
@@ -29,10 +31,22 @@ class LegacyPatchMerging(PatchMerging):
 
 
 def use_legacy_merging(module: torch.nn.Module) -> int:
-    """Switch every MONAI ``PatchMerging`` inside ``module`` to the 1.3.0 order in place; returns how many."""
+    """Switch every MONAI ``PatchMerging`` inside ``module`` to the 1.3.0 order in place; returns how many layers
+    now merge the 1.3.0 way.
+
+    Each MONAI ``SwinTransformer`` has one merging layer per stage (``num_layers``); if fewer are found (a MONAI
+    that renamed or replaced its merging class), VoCoError stops the run instead of silently training with the
+    new order.
+    """
     count = 0
     for sub in module.modules():
         if type(sub) is PatchMerging:
             sub.__class__ = LegacyPatchMerging
-            count += 1
+        count += type(sub) is LegacyPatchMerging
+    expected = sum(int(getattr(sub, "num_layers", 0)) for sub in module.modules() if isinstance(sub, SwinTransformer))
+    if count != expected:
+        raise VoCoError(f"the MONAI 1.3.0 patch merging applied to {count} of the {expected} merging layers of this "
+                        "Swin network; this MONAI's patch merging differs from the one vococore knows, so the "
+                        "official weights would compute other features (set legacy_merging: false to go on "
+                        "without it)")
     return count

@@ -17,8 +17,9 @@ def prediction_loss(labels: torch.Tensor, logits: torch.Tensor,
     """Positive and negative terms of the position prediction loss, each averaged over volumes.
 
     ``labels`` and ``logits`` are (B, T, K) (or (T, K), one volume). Per volume, over all its targets and bases:
-    pos = -Σ y·log(1 - |y - l| + 1e-6) / (Σ y + 1e-6); neg = mean over entries with y == 0 exactly of
-    -log(1 - l + 1e-6) (``"log"``, v2) or l² (``"square"``, v1); 0 for a volume without such entries.
+    pos = -Σ y·log(1 - |y - l| + 1e-6) / (Σ y + 1e-6); neg = Σ over entries with y == 0 exactly of
+    -log(1 - l + 1e-6) (``"log"``, v2) or l² (``"square"``, v1), divided by (their count + 1e-6) formed in
+    float32 as the official code's ``long + 1e-6`` is, so the value matches it bit for bit (0 without negatives).
     """
     if labels.ndim == 2:
         labels, logits = labels[None], logits[None]
@@ -31,7 +32,8 @@ def prediction_loss(labels: torch.Tensor, logits: torch.Tensor,
         neg_terms = logits.square()
     else:
         raise ValueError(f"negative must be 'log' or 'square', got {negative!r}")
-    neg = (mask * neg_terms).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp(min=1)
+    count = (labels == 0).sum(dim=(1, 2)).to(torch.float32) + 1e-6
+    neg = (mask * neg_terms).sum(dim=(1, 2)) / count
     return pos.mean(), neg.mean()
 
 

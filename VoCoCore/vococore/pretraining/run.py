@@ -35,6 +35,9 @@ class PretrainConfig:
 
     ``batch_size`` is volumes per step per process; each volume gives grid² bases + targets crops.
     ``cache_dir`` None keeps preprocessed volumes in memory; ``cache_limit_gb`` 0 means unbounded.
+    ``init_encoder`` starts the backbone from an encoder file the weight loader accepts (official
+    ``VoCo_*_SSL_head.pt``, our exports or checkpoints) with new projectors: continued pretraining.
+    ``dist_timeout_s`` bounds every wait between ranks of a torchrun run.
     """
 
     data: str | list[str] = ""  # datalist JSON, folder, glob pattern, CT file/DICOM folder, or a list
@@ -60,6 +63,9 @@ class PretrainConfig:
     skip_bad_files: bool = False
     tensorboard: bool = True
     output_dir: str = "output/pretrain"
+    init_encoder: str | None = None
+    init_min_fraction: float = 0.9
+    dist_timeout_s: float = 1800.0
 
     def loop_config(self) -> LoopConfig:
         """The shared loop's part of this config."""
@@ -83,6 +89,7 @@ class DryRunReport:
     volumes: int
     cache_gb: float
     preprocess_s: float
+    cache_note: str = ""
 
     def text(self) -> str:
         """A short human-readable summary."""
@@ -90,7 +97,7 @@ class DryRunReport:
                 f"{self.step_s:.2f} s/step measured, peak {self.memory_kind} memory {self.peak_memory_gb:.2f} GB\n"
                 f"whole run: {self.steps_left} steps ≈ {_hms(self.run_s)} of training + ≈ "
                 f"{_hms(self.preprocess_s)} to preprocess {self.volumes} volume(s) once (cache ≈ "
-                f"{self.cache_gb:.2f} GB)")
+                f"{self.cache_gb:.2f} GB)" + (f"\n{self.cache_note}" if self.cache_note else ""))
 
 
 def _hms(seconds: float) -> str:
@@ -124,25 +131,62 @@ def voco_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[st
     return model(batch["bases"], batch["targets"], batch["labels"])
 
 
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "config.yaml", "load_report.txt")
+
+
 def _check_output(config: PretrainConfig, resume: bool | str | os.PathLike, overwrite: bool) -> None:
-    last = Path(config.output_dir) / "checkpoints" / "last.pt"
-    if last.exists() and not resume and not overwrite:
-        raise VoCoError("already holds a pretraining run; continue it with --resume, choose another output_dir, "
-                        "or pass --overwrite to start over", Path(config.output_dir))
+    """Refuse to mix a new run into ``output_dir``'s previous one unless resuming or ``overwrite``."""
+    out = Path(config.output_dir)
+    if resume or overwrite:
+        return
+    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if found:
+        raise VoCoError(f"already holds a pretraining run ({', '.join(found)}); continue it with --resume, choose "
+                        "another output_dir, or pass --overwrite to start over", out)
+
+
+def _clear_outputs(config: PretrainConfig) -> None:
+    """--overwrite: remove the previous run's checkpoints, metrics and TensorBoard events (nothing else)."""
+    import shutil
+
+    out = Path(config.output_dir)
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _init_encoder(model: Any, config: PretrainConfig) -> str:
+    """Continued pretraining: copy the encoder file into the backbone (projectors stay new), keep the patch merging
+    the file needs in the config so checkpoints record it; returns the load report's text."""
+    from vococore.networks.weights import load_weights
+
+    report = load_weights(model.encoder(), config.init_encoder, config.init_min_fraction)
+    text = report.summary(max_keys=50)
+    log.info("initial encoder: %s", report.summary())
+    if report.legacy_merging is not None and report.legacy_merging != config.backbone.legacy_merging:
+        log.warning("patch merging set to %s to match %s (config said otherwise)",
+                    "MONAI 1.3.0" if report.legacy_merging else "MONAI >= 1.4", config.init_encoder)
+        config.backbone.legacy_merging = report.legacy_merging
+    return text
 
 
 def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = False, dry_run: bool = False,
-                    json_progress: bool = False, stop_after: int | None = None,
-                    overwrite: bool = False) -> TrainResult | DryRunReport:
+                    json_progress: bool = False, stop_after: int | None = None, overwrite: bool = False,
+                    build_cache_only: bool = False) -> TrainResult | DryRunReport | list[Path]:
     """Pretrain as ``config`` says. ``resume`` True continues ``output_dir/checkpoints/last.pt`` exactly (or give
     a checkpoint path); ``stop_after`` ends this call after that many steps (with a checkpoint); ``dry_run``
-    measures a few real steps, returns the estimates and trains nothing."""
+    measures a few real steps, returns the estimates and trains nothing; ``build_cache_only`` fills
+    ``cache_dir`` (all ranks in parallel) and returns the usable volumes; ``overwrite`` clears the previous
+    run's checkpoints, metrics and TensorBoard events first."""
     from vococore.pretraining.model import VoCoModel
     from vococore.pretraining.pretext import get_recipe
 
-    if not dry_run:
+    if not dry_run and not build_cache_only:
         _check_output(config, resume, overwrite)
-    info = init_distributed(config.device)
+    info = init_distributed(config.device, config.dist_timeout_s)
     try:
         recipe = get_recipe(config.recipe)
         seed_everything(config.seed, config.deterministic)
@@ -152,10 +196,23 @@ def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = F
         if dry_run:
             done = _resume_step(config, resume) if resume else 0
             return _dry_run(config, recipe, paths, info, steps_left=config.steps - done)
+        if build_cache_only and not config.cache_dir:
+            raise VoCoError("--build-cache needs a cache_dir (an in-memory cache cannot be built ahead)")
+        if overwrite and not resume and not build_cache_only:
+            if info.is_main:
+                _clear_outputs(config)
+            barrier(info)
         cache = VolumeCache(recipe.preprocess_config(), config.cache_dir, config.cache_limit_gb, config.cache_dtype)
         paths = _warm(cache, paths, config, info, json_progress)
+        if build_cache_only:
+            return paths
         dataset = PretextDataset(paths, cache, make_sample_fn(recipe), seed=config.seed)
-        model = VoCoModel(config.backbone, recipe).to(info.device)
+        if resume:  # keep the patch merging the run started with (it may come from init_encoder's file)
+            previous = _resume_checkpoint(config, resume)["backbone"]
+            config.backbone.legacy_merging = bool(previous.get("legacy_merging"))
+        model = VoCoModel(config.backbone, recipe)
+        report = _init_encoder(model, config) if config.init_encoder and not resume else None
+        model.to(info.device)
         if info.distributed:
             torch.manual_seed(config.seed + 1000003 * info.rank)  # distinct dropout draws per rank
         trainer = Trainer(wrap_model(model, info), voco_step, config.loop_config(), config.output_dir, info,
@@ -165,31 +222,31 @@ def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = F
             trainer.resume(None if resume is True else resume)
         if info.is_main:
             save_config(config, Path(config.output_dir) / "config.yaml")
+            if report is not None:
+                (Path(config.output_dir) / "load_report.txt").write_text(report + "\n")
         loader = make_loader(dataset, config.batch_size, trainer.step, config.steps, info.rank, info.world_size,
                              config.workers, pin_memory=info.device.type == "cuda")
         return trainer.fit(loader, stop_after=stop_after,
-                           data_state=lambda s: {"next_step": s, "volumes": len(paths), "seed": config.seed})
+                           data_state=lambda s: {"next_step": s, "volumes": len(paths), "seed": config.seed},
+                           describe=lambda batch: [dataset.volume_index(int(n)) for n in batch["index"]])
     finally:
         cleanup(info)
 
 
 def _warm(cache: VolumeCache, paths: list[Path], config: PretrainConfig, info: DistInfo,
           json_progress: bool) -> list[Path]:
-    """Fill the cache before training (rank 0 first, so other ranks find a disk cache ready)."""
-    result: list[Path] = []
-    for turn in (True, False):
-        if info.is_main == turn:
-            progress = Progress("cache", len(paths), json_lines=json_progress and info.is_main, enabled=info.is_main)
-            good, bad = warm_cache(cache, paths, config.skip_bad_files, progress)
-            progress.close(volumes=len(good), bad_files=len(bad))
-            if bad and info.is_main:
-                log.warning("left out %d unreadable volume(s) of %d", len(bad), len(paths))
-            if cache.skipped_count and info.is_main:
-                log.warning("%d volume(s) did not fit the cache limit and are re-read every time",
-                            cache.skipped_count)
-            result = good
-        barrier(info)
-    return result
+    """Fill the cache before training, every rank at once (a disk cache is split between the ranks)."""
+    share = -(-len(paths) // info.world_size) if config.cache_dir and info.distributed else len(paths)
+    progress = Progress("cache", share, json_lines=json_progress and info.is_main, enabled=info.is_main)
+    good, bad = warm_cache(cache, paths, config.skip_bad_files, progress, info)
+    progress.close(volumes=len(good), bad_files=len(bad), built=cache.built, reused=cache.reused)
+    if info.is_main:
+        if bad:
+            log.warning("left out %d unreadable volume(s) of %d", len(bad), len(paths))
+        if cache.skipped_count:
+            log.warning("%d volume(s) did not fit the cache limit and are re-read every time",
+                        cache.skipped_count)
+    return good
 
 
 def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
@@ -198,12 +255,16 @@ def _peak_memory_gb(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process (RSS)"
 
 
-def _resume_step(config: PretrainConfig, resume: bool | str | os.PathLike) -> int:
-    """The step a resumed run would continue from."""
+def _resume_checkpoint(config: PretrainConfig, resume: bool | str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint a resumed run continues from."""
     from vococore.training.checkpoint import load_checkpoint
 
-    path = Path(config.output_dir) / "checkpoints" / "last.pt" if resume is True else Path(resume)
-    return int(load_checkpoint(path)["step"])
+    return load_checkpoint(Path(config.output_dir) / "checkpoints" / "last.pt" if resume is True else Path(resume))
+
+
+def _resume_step(config: PretrainConfig, resume: bool | str | os.PathLike) -> int:
+    """The step a resumed run would continue from."""
+    return int(_resume_checkpoint(config, resume)["step"])
 
 
 def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistInfo, steps_left: int,
@@ -230,9 +291,23 @@ def _dry_run(config: PretrainConfig, recipe: Any, paths: list[Path], info: DistI
         times.append(time.perf_counter() - t)
     step_s = min(times)
     peak, kind = _peak_memory_gb(info.device)
+    cache_gb = first.array.nbytes * len(paths) / 2**30
     crops = config.batch_size * (recipe.num_bases + recipe.num_targets)
     return DryRunReport(device=str(info.device), amp=str(trainer.dtype).replace("torch.", "") if trainer.dtype
                         else "none", crops_per_step=crops, step_s=step_s, peak_memory_gb=peak, memory_kind=kind,
                         steps_left=steps_left, run_s=step_s * steps_left, volumes=len(paths),
-                        cache_gb=first.array.nbytes * len(paths) / 2**30,
-                        preprocess_s=preprocess_s * len(paths) / max(info.world_size, 1))
+                        cache_gb=cache_gb, preprocess_s=preprocess_s * len(paths) / max(info.world_size, 1),
+                        cache_note=_cache_note(config, cache_gb, len(paths)))
+
+
+def _cache_note(config: PretrainConfig, cache_gb: float, volumes: int) -> str:
+    """What happens to the estimated cache under ``cache_limit_gb`` (said before a long run starts)."""
+    where = f"on disk in {config.cache_dir}" if config.cache_dir else "in the memory of every process"
+    limit = config.cache_limit_gb
+    if not limit or cache_gb <= limit:
+        return f"cache: all {volumes} volume(s) fit ({where}{f', limit {limit:g} GB' if limit else ''})"
+    fits = int(volumes * limit / cache_gb)
+    return (f"cache: only about {fits} of {volumes} volumes fit cache_limit_gb {limit:g} GB ({where}); the other "
+            f"{volumes - fits} are read and preprocessed again every time they are drawn, which slows every "
+            f"epoch; raise cache_limit_gb to about {cache_gb * 1.1:.0f}"
+            + (" or use cache_dtype uint8 (half the size)" if config.cache_dtype != "uint8" else ""))

@@ -25,6 +25,7 @@ from vococore.segmentation.data import (batch_for_step, crop_transform, label_ta
 from vococore.networks.backbones import BackboneSpec, build_segmenter
 from vococore.preprocessing.preprocessor import PreprocessConfig
 from vococore.utils.progress import Progress
+from vococore.training.distributed import DistInfo
 from vococore.training.loop import LoopConfig
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class FinetuneConfig:
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
     description: str = ""
     device: str = "auto"
+    dist_timeout_s: float = 1800.0  # torchrun: the longest any rank waits for the others
 
 
 def load_finetune_config(path: str | os.PathLike, overrides: dict | None = None) -> FinetuneConfig:
@@ -103,73 +105,96 @@ class FinetuneResult:
     last_checkpoint: Path
     package: Path | None
     history: list[dict] = field(default_factory=list)  # validation records
+    stopped: bool = False  # a stop signal ended the run early (resume to continue)
 
 
 def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bool = False,
                  stop_after: int | None = None) -> FinetuneResult:
     """Train as configured (continuing ``checkpoints/last.pt`` when ``resume``), for at most ``stop_after``
     steps in this call (None: to the end); returns the outcome. Resuming repeats exactly the crops, RNG states
-    and schedule of an uninterrupted run."""
+    and schedule of an uninterrupted run. Under torchrun each rank trains on its own crops (DDP), validation is
+    split between the ranks, and only rank 0 writes files. SIGTERM/SIGINT stop after the current step with a
+    checkpoint (``stopped`` in the result)."""
     from vococore.training.checkpoint import load_checkpoint
-    from vococore.training.distributed import DistInfo
-    from vococore.utils.device import pick_device
+    from vococore.training.distributed import barrier, cleanup, init_distributed, wrap_model
     from vococore.training.loop import Trainer, seed_everything
 
     out = Path(config.output_dir)
     if not resume and (out / "checkpoints" / "last.pt").exists():
         raise VoCoError("holds a previous run; pass --resume to continue it or choose another output_dir", out)
-    out.mkdir(parents=True, exist_ok=True)
     previous = load_checkpoint(out / "checkpoints" / "last.pt") if resume else None
     if previous is not None:  # keep the patch merging the run started with (it may come from the weights file)
         config.backbone.legacy_merging = bool(previous["backbone"].get("legacy_merging"))
-    seed_everything(config.train.seed)
-    mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table), config.data.colors)
-    train_cases, val_cases = _cases(config, mapping)
-    model = build_segmenter(config.backbone, len(labels) + 1)
-    if config.pretrained and not resume:
-        from vococore.networks.weights import load_weights
+    info = init_distributed(config.device, config.dist_timeout_s)
+    try:
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.train.seed)
+        mapping, labels = select_classes(config.data.classes, label_table(config.data.label_table),
+                                         config.data.colors)
+        train_cases, val_cases = _cases(config, mapping)
+        model = build_segmenter(config.backbone, len(labels) + 1)
+        if config.pretrained and not resume:
+            _load_pretrained(model, config, out if info.is_main else None)
+        if info.is_main:
+            save_config(config, out / "config.yaml")
+        barrier(info)
+        model.to(info.device)
+        t = config.train
+        loop = LoopConfig(steps=t.steps, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+                          amp=t.amp, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every)
+        trainer = Trainer(wrap_model(model, info), _dice_ce_step(), loop, out, info, backbone=config.backbone,
+                          run_config=config, kind="finetune", stage="finetune", json_progress=json_progress)
+        best_dice, best_step = -1.0, 0
+        if previous is not None:
+            trainer.resume()
+            state = previous.get("data_state") or {}
+            best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
+        crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
+        history, stopped = [], False
+        end = t.steps if stop_after is None else min(t.steps, trainer.step + stop_after)
+        while trainer.step < end:
+            chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
+            # step s on rank r draws the crops a single process would draw at step s * world_size + r
+            batches = (batch_for_step(train_cases, crops, s * info.world_size + info.rank, t.seed)
+                       for s in range(trainer.step, t.steps))
+            result = trainer.fit(batches, stop_after=chunk,
+                                 data_state=lambda s: {"next_step": s, "best_dice": best_dice, "best_step": best_step})
+            if result.stopped:
+                stopped = True
+                break
+            if trainer.step % t.val_every and trainer.step < t.steps:
+                continue  # stopped between validations (stop_after): the checkpoint is written, resume goes on
+            record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step, json_progress,
+                              info)
+            history.append(record)
+            if record["mean_dice"] > best_dice:
+                best_dice, best_step = record["mean_dice"], trainer.step
+                if info.is_main:
+                    _save_best(trainer, config, labels, out)
+            if info.is_main:
+                with open(out / "validation.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            trainer.save({"next_step": trainer.step, "best_dice": best_dice, "best_step": best_step})
+        package = out / "best.vocomodel"
+        return FinetuneResult(trainer.step, best_dice, best_step, out / "checkpoints" / "last.pt",
+                              package if package.exists() else None, history, stopped)
+    finally:
+        cleanup(info)
 
-        report = load_weights(model, config.pretrained, config.pretrained_min_fraction)
+
+def _load_pretrained(model: torch.nn.Module, config: FinetuneConfig, out: Path | None) -> None:
+    """Copy the pretrained weights in; the patch merging follows the file. ``out`` (rank 0) gets the report."""
+    from vococore.networks.weights import load_weights
+
+    report = load_weights(model, config.pretrained, config.pretrained_min_fraction)
+    if out is not None:
         (out / "load_report.txt").write_text(report.summary(max_keys=50) + "\n")
         log.info("%s", report.summary())
-        if report.legacy_merging is not None and report.legacy_merging != config.backbone.legacy_merging:
-            log.warning("patch merging set to %s to match the pretrained weights (config said %s)",
-                        "MONAI 1.3.0" if report.legacy_merging else "MONAI >= 1.4", config.backbone.legacy_merging)
-            config.backbone.legacy_merging = report.legacy_merging
-    save_config(config, out / "config.yaml")
-    info = DistInfo(device=pick_device(config.device))
-    model.to(info.device)
-    t = config.train
-    loop = LoopConfig(steps=t.steps, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, amp=t.amp,
-                      grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every)
-    trainer = Trainer(model, _dice_ce_step(), loop, out, info, backbone=config.backbone, run_config=config,
-                      kind="finetune", stage="finetune", json_progress=json_progress)
-    best_dice, best_step = -1.0, 0
-    if previous is not None:
-        trainer.resume()
-        state = previous.get("data_state") or {}
-        best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
-    crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
-    history = []
-    end = t.steps if stop_after is None else min(t.steps, trainer.step + stop_after)
-    while trainer.step < end:
-        chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
-        batches = (batch_for_step(train_cases, crops, s, t.seed) for s in range(trainer.step, t.steps))
-        trainer.fit(batches, stop_after=chunk,
-                    data_state=lambda s: {"next_step": s, "best_dice": best_dice, "best_step": best_step})
-        if trainer.step % t.val_every and trainer.step < t.steps:
-            continue  # stopped between validations (stop_after): the checkpoint is written, resume goes on
-        record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step, json_progress)
-        history.append(record)
-        with open(out / "validation.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if record["mean_dice"] > best_dice:
-            best_dice, best_step = record["mean_dice"], trainer.step
-            _save_best(trainer, config, labels, out)
-        trainer.save({"next_step": trainer.step, "best_dice": best_dice, "best_step": best_step})
-    package = out / "best.vocomodel"
-    return FinetuneResult(trainer.step, best_dice, best_step, out / "checkpoints" / "last.pt",
-                          package if package.exists() else None, history)
+    if report.legacy_merging is not None and report.legacy_merging != config.backbone.legacy_merging:
+        log.warning("patch merging set to %s to match the pretrained weights (config said %s)",
+                    "MONAI 1.3.0" if report.legacy_merging else "MONAI >= 1.4", config.backbone.legacy_merging)
+        config.backbone.legacy_merging = report.legacy_merging
 
 
 def _cases(config: FinetuneConfig, mapping: dict[int, int]):
@@ -202,29 +227,43 @@ def _dice_ce_step():
 
 
 def validate(model: torch.nn.Module, cases, roi_size, overlap: float, labels, step: int,
-             json_progress: bool = False) -> dict:
-    """Sliding-window argmax on each case and per-class Dice (MONAI DiceMetric, background excluded)."""
+             json_progress: bool = False, info: DistInfo | None = None) -> dict:
+    """Sliding-window argmax on each case and per-class Dice (MONAI DiceMetric, background excluded), averaged
+    over the cases where the class is present. Under torchrun rank r scores cases r, r + N, ...; the per-case
+    Dice is gathered and averaged in case order, so every world size gives the same numbers."""
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
     from vococore.segmentation.sliding_window import argmax_in_slabs, sliding_window_scores
+    from vococore.training.distributed import gather_objects, unwrap_model
 
+    info = info or DistInfo()
+    net = unwrap_model(model)
     n = len(labels) + 1
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
-    device = next(model.parameters()).device
-    model.eval()
-    bar = Progress("validate", len(cases), json_lines=json_progress)
-    for case in cases:
-        pred = argmax_in_slabs(sliding_window_scores(model, case.image[None].to(device), roi_size,
-                                                     overlap=overlap, accumulate_dtype=torch.float32))
-        metric(one_hot(pred[None, None].long(), n), one_hot(case.label[None].long().to(device), n))
-        bar.update()
-    per_class = metric.aggregate().cpu().tolist()
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    device = next(net.parameters()).device
+    net.eval()
+    mine = range(info.rank, len(cases), info.world_size)
+    bar = Progress("validate", len(mine), json_lines=json_progress and info.is_main, enabled=info.is_main)
+    scores = {}
+    with torch.no_grad():
+        for i in mine:
+            case = cases[i]
+            pred = argmax_in_slabs(sliding_window_scores(net, case.image[None].to(device), roi_size,
+                                                         overlap=overlap, accumulate_dtype=torch.float32))
+            scores[i] = metric(one_hot(pred[None, None].long(), n),
+                               one_hot(case.label[None].long().to(device), n))[0].cpu()
+            bar.update()
+    for part in gather_objects(scores, info):
+        scores.update(part)
+    per_case = torch.stack([scores[i] for i in range(len(cases))])  # (cases, classes), NaN where absent
+    present = ~per_case.isnan()
+    per_class = (torch.where(present, per_case, 0).sum(0) / present.sum(0)).tolist()
     dice = {li.name: round(float(d), 4) for li, d in zip(labels, per_class)}
     finite = [d for d in dice.values() if d == d]
     mean = sum(finite) / len(finite) if finite else 0.0
     bar.close(mean_dice=mean, **{f"dice_{k}": v for k, v in dice.items() if v == v})
-    model.train()
+    net.train()
     return {"step": step, "mean_dice": round(mean, 4), "dice": dice}
 
 

@@ -6,6 +6,7 @@ gloo on CPU. On CPU every rank uses one thread, so N ranks share N cores instead
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else a single-process DistInfo."""
+def init_distributed(device: str = "auto", timeout_s: float | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else a single-process DistInfo.
+
+    ``timeout_s`` bounds every collective (barrier, gather, all-reduce): a rank that waits longer fails instead of
+    hanging; None keeps torch's default (10 minutes on NCCL, 30 on gloo).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -48,7 +53,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
         if dev.type == "cpu":
             torch.set_num_threads(1)
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+            timeout = None if timeout_s is None else datetime.timedelta(seconds=float(timeout_s))
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

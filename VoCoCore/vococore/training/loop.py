@@ -233,9 +233,12 @@ class Trainer:
         return {k: float(v.detach().float().mean().item()) for k, v in parts.items()}
 
     def fit(self, batches: Iterable[Any], stop_after: int | None = None,
-            data_state: Callable[[int], dict[str, Any]] | None = None) -> TrainResult:
+            data_state: Callable[[int], dict[str, Any]] | None = None,
+            describe: Callable[[Any], Any] | None = None) -> TrainResult:
         """Train on ``batches`` (one per step, starting at ``self.step``) until ``config.steps``, a stop signal,
-        or ``stop_after`` steps in this call; checkpoints on the way and at the end."""
+        or ``stop_after`` steps in this call; checkpoints on the way and at the end. ``describe(batch)`` (e.g. the
+        volumes it holds) is gathered from every rank and written as ``"volumes"`` in ``metrics.jsonl``, so one
+        can audit what each rank trained on."""
         cfg, main = self.config, self.info.is_main
         start, end = self.step, cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         history: collections.deque = collections.deque(maxlen=10000)
@@ -270,8 +273,9 @@ class Trainer:
                     record = {"step": self.step, **parts, "lr": self.last_lr,
                               "steps_per_s": len(recent) / sum(recent), "data_wait": wait_s / step_s}
                     history.append(record)
+                    seen = {"volumes": gather_objects(describe(batch), self.info)} if describe else {}
                     if main:
-                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.write(json.dumps({**record, **seen}) + "\n")
                         metrics_file.flush()
                         progress.update(self.step, **{k: v for k, v in record.items() if k != "step"})
                         if writer is not None:

@@ -5,6 +5,11 @@ Disk entries are keyed by the file's absolute path, size and modification time p
 preprocessing config and storage dtype, so an edited file or a changed recipe never reuses a stale entry.
 Beyond the limit, new volumes are not cached (a warning says how many) and are re-read on each use.
 Files that fail to read leave a ``.bad.json`` marker with the error, so other ranks/workers skip re-reading them.
+
+Each disk entry is ``KEY.npy`` then ``KEY.json`` (its manifest line: source, affine, shape, dtype, which rank built
+it), both written atomically, the ``.json`` last: an entry counts only once both exist, so a build killed at any
+moment resumes with the finished volumes and redoes only the one it was writing. ``manifest.json`` sums up the
+last complete build (see vococore.pretraining.data.dataset.warm_cache).
 """
 
 from __future__ import annotations
@@ -103,10 +108,18 @@ class VolumeCache:
         self._skipped: set[str] = set()
         self.config_hash = hashlib.sha256(json.dumps(
             {"v": CACHE_VERSION, "dtype": dtype, "pre": to_dict(preprocess)}, sort_keys=True).encode()).hexdigest()
+        self.rank = 0  # recorded in the entries this process builds
+        self.built = 0  # volumes read and preprocessed by this instance
+        self.reused = 0  # volumes found ready on disk
         self.used_bytes = 0
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            self.used_bytes = sum(p.stat().st_size for p in self.cache_dir.glob("*.npy"))
+            self.used_bytes = self.disk_bytes()
+
+    def disk_bytes(self) -> int:
+        """Bytes of the complete entries on disk (temporary files of an unfinished write excluded)."""
+        return sum(p.stat().st_size for p in self.cache_dir.glob("*.npy")
+                   if not p.name.startswith(".") and p.with_suffix(".json").is_file())
 
     def key(self, path: str | os.PathLike) -> str:
         """Cache key of ``path``: hash of its signature and of the preprocessing config."""
@@ -147,6 +160,7 @@ class VolumeCache:
             array = np.load(npy, mmap_mode="r")
         except (OSError, ValueError):
             return None  # a damaged cache entry is rebuilt
+        self.reused += 1
         return CachedVolume(array, np.asarray(info["affine"], dtype=np.float64), info["source"])
 
     def _compute(self, path: Path, key: str) -> CachedVolume:
@@ -163,6 +177,7 @@ class VolumeCache:
             self._preprocessor = Preprocessor(self.preprocess)
         pre = self._preprocessor(volume)
         image = np.asarray(pre.image.as_tensor()[0].numpy() if hasattr(pre.image, "as_tensor") else pre.image[0])
+        self.built += 1
         return CachedVolume(encode(image, self.dtype), pre.affine, str(path))
 
     def _store(self, key: str, volume: CachedVolume) -> None:
@@ -182,4 +197,5 @@ class VolumeCache:
             np.save(tmp, volume.array)
         with atomic_path(self.cache_dir / f"{key}.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps({"source": volume.source, "affine": volume.affine.tolist(),
-                                       "shape": list(volume.array.shape), "dtype": self.dtype}))
+                                       "shape": list(volume.array.shape), "dtype": self.dtype,
+                                       "built_by_rank": self.rank}))

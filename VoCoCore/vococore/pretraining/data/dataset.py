@@ -8,8 +8,10 @@ workers may run in any order, and every rank of a distributed run takes its own 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 
 from vococore.pretraining.data.cache import VolumeCache
+from vococore.training.distributed import DistInfo, gather_objects
+from vococore.utils.atomic import atomic_path
 from vococore.utils.errors import VoCoError
 
 log = logging.getLogger(__name__)
@@ -27,28 +31,61 @@ SampleFn = Callable[[np.ndarray, np.random.Generator], dict[str, Any]]
 
 
 def warm_cache(cache: VolumeCache, paths: Sequence[str | os.PathLike], skip_bad_files: bool = False,
-               progress: Any = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+               progress: Any = None, info: DistInfo | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Read and preprocess every volume once (filling the cache) before training starts.
 
-    Returns the usable paths and the (path, reason) of bad ones. Without ``skip_bad_files`` the first bad file
-    raises its VoCoError (which names the file); with it, bad files are left out and counted.
+    With a disk cache in a distributed run every rank builds its own share (volumes rank, rank + N, ...) in
+    parallel and the ranks then swap only their lists of bad files (one collective, under the process group's
+    timeout); an in-memory cache is filled by every rank for itself. Volumes already on disk are reused, so a
+    killed build resumes where it stopped. Returns the usable paths and the (path, reason) of bad ones, the same
+    on every rank. Without ``skip_bad_files`` a bad file raises its VoCoError (which names the file) on all ranks
+    alike, after the swap, so no rank is left waiting.
     """
-    good: list[Path] = []
-    bad: list[tuple[Path, str]] = []
-    for i, path in enumerate(paths):
+    info = info or DistInfo()
+    shared = cache.cache_dir is not None and info.distributed
+    share = range(info.rank, len(paths), info.world_size) if shared else range(len(paths))
+    cache.rank = info.rank
+    full_limit = cache.limit_bytes
+    if shared and full_limit is not None:  # each rank may fill an equal part of what is left under the limit
+        cache.limit_bytes = cache.used_bytes + max(full_limit - cache.used_bytes, 0) // info.world_size
+    bad: dict[int, str] = {}
+    t0 = time.monotonic()
+    for done, i in enumerate(share, 1):
         try:
-            cache.get(path)
-            good.append(Path(path))
+            cache.get(paths[i])
         except VoCoError as exc:
-            if not skip_bad_files:
-                raise VoCoError(f"{exc} (pass skip_bad_files to leave unreadable volumes out)") from None
-            bad.append((Path(path), str(exc)))
-            log.warning("skipping unreadable volume: %s", exc)
+            bad[i] = str(exc)
+            log.warning("unreadable volume: %s", exc)
         if progress is not None:
-            progress.update(i + 1, bad_files=len(bad))
+            progress.update(done, volumes_per_s=done / max(time.monotonic() - t0, 1e-9), bad_files=len(bad),
+                            reused=cache.reused)
+    mine = {"bad": bad, "built": cache.built, "reused": cache.reused, "uncached": cache.skipped_count}
+    parts = gather_objects(mine, info) if shared else [mine]
+    for part in parts:
+        bad.update(part["bad"])
+    cache.limit_bytes = full_limit
+    if cache.cache_dir is not None:
+        cache.used_bytes = cache.disk_bytes()
+    if bad and not skip_bad_files:
+        raise VoCoError(f"{bad[min(bad)]} (pass skip_bad_files to leave unreadable volumes out)")
+    good = [Path(p) for i, p in enumerate(paths) if i not in bad]
     if not good:
-        raise VoCoError(f"none of the {len(paths)} volume(s) could be read; first problem: {bad[0][1]}")
-    return good, bad
+        raise VoCoError(f"none of the {len(paths)} volume(s) could be read; first problem: {bad[min(bad)]}")
+    if cache.cache_dir is not None and info.is_main:
+        _write_manifest(cache, paths, bad, parts)
+    return good, [(Path(paths[i]), bad[i]) for i in sorted(bad)]
+
+
+def _write_manifest(cache: VolumeCache, paths: Sequence[str | os.PathLike], bad: dict[int, str],
+                    parts: list[dict[str, Any]]) -> None:
+    """``manifest.json``: what the last complete build holds and how it was made (for people and audits)."""
+    record = {"config_hash": cache.config_hash, "dtype": cache.dtype, "volumes": len(paths),
+              "bad": {str(paths[i]): bad[i] for i in sorted(bad)}, "bytes": cache.used_bytes,
+              "limit_bytes": cache.limit_bytes, "ranks": len(parts),
+              "built": sum(p["built"] for p in parts), "reused": sum(p["reused"] for p in parts),
+              "uncached_over_limit": sum(p["uncached"] for p in parts)}
+    with atomic_path(cache.cache_dir / "manifest.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
 
 
 class PretextDataset(torch.utils.data.Dataset):
