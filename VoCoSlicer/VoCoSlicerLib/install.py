@@ -16,7 +16,8 @@ from typing import Any
 # vococore's run-time dependencies that Slicer does not ship, pinned to the versions requirements/ci.txt tests
 # (Testing/Python/test_slicer_install.py checks both lists agree with VoCoCore/pyproject.toml).
 REQUIREMENTS = ["monai==1.6.1", "einops==0.8.2", "nibabel==5.4.2", "pynrrd==1.1.3", "PyYAML==6.0.4",
-                "tqdm==4.70.1", "safetensors==0.8.0", "scipy==1.17.1", "psutil==7.2.2", "matplotlib==3.11.2"]
+                "tqdm==4.70.1", "safetensors==0.8.0", "scipy==1.17.1", "psutil==7.2.2", "matplotlib==3.11.2",
+                "highdicom==0.28.2", "slicerio==1.4.0"]
 # Slicer ships these (replacing them breaks Slicer); torch belongs to PyTorchUtils.
 SLICER_SHIPS = ["numpy", "SimpleITK", "vtk", "requests", "pydicom", "packaging"]
 NEVER_INSTALL = ["torch", "torchvision", "torchaudio"]
