@@ -50,11 +50,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def studio_env(**extra: str) -> dict[str, str]:
+    """The environment a user's ``make studio`` gives: this checkout's VoCoSlicer and VoCoCore on the path."""
+    path = os.pathsep.join([str(REPO / "VoCoSlicer"), str(REPO / "VoCoCore"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), **extra}
+
+
 @contextmanager
 def studio_server(tmp_path: Path, *args: str, timeout_s: float = 180.0):
     """Run ``python -m VoCoStudio ARGS`` until the block ends; yields (process, url printed at start)."""
     log = open(tmp_path / "studio.log", "w+")
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    env = studio_env(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "VoCoStudio", "--work-dir", str(tmp_path / "work"), *args],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

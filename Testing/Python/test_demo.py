@@ -60,7 +60,8 @@ def test_report_dice_equals_vococore_evaluate(demo):
             assert row, organ
             shown, score = row.group(column).strip(), scores[value]
             if score["ref_voxels"] == 0 or score["pred_voxels"] == 0:  # Dice 0, or None when in neither
-                dice = "n/a" if score["dice"] is None else f"{score['dice']:.3f}"
+                dice = ("absent" if score.get("absent_from_reference") else
+                        "n/a" if score["dice"] is None else f"{score['dice']:.3f}")
                 expected = f"{dice} ({score['pred_voxels']} predicted / {score['ref_voxels']} reference voxels)"
                 assert shown == expected, (organ, model, shown)
             else:

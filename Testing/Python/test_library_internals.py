@@ -76,13 +76,16 @@ def test_patch_merging_class_swap_keeps_keys_and_monai_order():
     """MONAI's PatchMerging (1.4+) concatenates the parity sub-samples in the order below and then applies
     ``norm`` and ``reduction``, the attributes LegacyPatchMerging reuses; swapping ``__class__`` there and back
     keeps every state-dict key and restores MONAI's output."""
-    from monai.networks.nets.swin_unetr import PatchMerging
+    from monai.networks.nets.swin_unetr import PatchMerging, SwinTransformer
 
     from vococore.networks.legacy_merging import LegacyPatchMerging
     from vococore.networks.weights import set_patch_merging
 
     torch.manual_seed(0)
-    merging = PatchMerging(dim=4, spatial_dims=3).eval()
+    holder = SwinTransformer(in_chans=1, embed_dim=4, window_size=(2, 2, 2), patch_size=(2, 2, 2), depths=(1, 1),
+                             num_heads=(1, 1), spatial_dims=3).eval()
+    merging = holder.layers1[0].downsample
+    assert type(merging) is PatchMerging
     x = torch.randn(1, 4, 6, 8, 4)
     order = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
     by_hand = merging.reduction(merging.norm(torch.cat([x[:, i::2, j::2, k::2] for i, j, k in order], -1)))
@@ -90,7 +93,6 @@ def test_patch_merging_class_swap_keeps_keys_and_monai_order():
         before = merging(x)
         torch.testing.assert_close(before, by_hand)
         keys = set(merging.state_dict())
-        holder = torch.nn.Sequential(merging)
         set_patch_merging(holder, legacy=True)
         assert type(merging) is LegacyPatchMerging and set(merging.state_dict()) == keys
         assert not torch.allclose(merging(x), before)

@@ -93,7 +93,7 @@ def test_corrupt_file_named_or_skipped(tmp_path, sample, capsys):
     assert main(args + ["--set", "skip_bad_files=true", "--json-progress"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     cache_end = [e for e in events if e["stage"] == "cache" and e["event"] == "end"][0]
-    assert cache_end["metrics"] == {"volumes": 1.0, "bad_files": 1.0}
+    assert cache_end["metrics"] == {"volumes": 1.0, "bad_files": 1.0, "built": 1.0, "reused": 0.0}
     assert [e["step"] for e in events if e["stage"] == "pretrain" and e["event"] == "progress"] == [1, 2]
 
 

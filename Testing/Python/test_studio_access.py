@@ -67,8 +67,10 @@ def test_unknown_sample_is_one_line_and_exit_2():
     import subprocess
     import sys
 
+    from studio_harness import studio_env
+
     proc = subprocess.run([sys.executable, "-m", "VoCoStudio", "--sample", "NoSuchSample"], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=studio_env())
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown sample dataset 'NoSuchSample'" in lines[0], proc.stderr

@@ -162,7 +162,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     """Run every stage into ``settings.output`` and return what it measured; prints where the output is."""
     import torch
 
-    from vococore.segmentation.evaluate import evaluate_files
+    from vococore.segmentation.evaluate import evaluate_files, only_in_prediction
     from vococore.segmentation.finetune import run_finetune
     from vococore.segmentation.inference import InferenceOptions, segment
     from vococore.utils.device import pick_device
@@ -215,7 +215,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             predictions[name] = labels.array
             path = write_labelmap(labels.array, ct, out / f"segmentation_{name}.seg.nrrd", info)
             scores = evaluate_files(path, reference_path, labels=list(names), names=names)
-            result.dice[name] = {s.name: (None if np.isnan(s.dice) else s.dice) for s in scores}
+            result.dice[name] = {s.name: (None if np.isnan(s.dice) or only_in_prediction(s) else s.dice)
+                                 for s in scores}
             result.voxels[name] = {s.name: (s.pred_voxels, s.ref_voxels) for s in scores}
         label_info: list[LabelInfo] = info
 

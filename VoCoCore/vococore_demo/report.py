@@ -43,9 +43,11 @@ def _fmt(value: float | None) -> str:
 
 
 def _dice_cell(result: Any, model: str, organ: str) -> str:
-    """Dice as ``vococore evaluate`` computes it (0 when the organ is in only one of prediction and reference, n/a
-    when in neither), with the voxel counts whenever one side is empty."""
+    """Dice as ``vococore evaluate`` reports it (0 when the reference has the organ and the prediction not, "absent"
+    when only the prediction has it, n/a when neither), with the voxel counts whenever one side is empty."""
     predicted, reference = result.voxels[model][organ]
+    if predicted > 0 and reference == 0:
+        return f"absent ({predicted} predicted / 0 reference voxels)"
     if predicted == 0 or reference == 0:
         return f"{_fmt(result.dice[model][organ])} ({predicted} predicted / {reference} reference voxels)"
     return _fmt(result.dice[model][organ])
@@ -173,7 +175,8 @@ def write_report(path: Path, result: Any, info: dict[str, Any]) -> Path:
         cells = [_dice_cell(result, model, organ) for model in ("pretrained", "scratch")]
         lines.append(f"| {organ} | {cells[0]} | {cells[1]} | {_fmt(train['pretrained'].get(organ))} / "
                      f"{_fmt(train['scratch'].get(organ))} |")
-    lines += ["", "An organ in only one of prediction and reference scores Dice 0, and one in neither n/a, as "
+    lines += ["", "An organ the reference has and the prediction misses scores Dice 0; one only the prediction has is "
+              "\"absent\" from the reference and left out of any mean; one in neither is n/a, as "
               "`vococore evaluate` reports them; the voxel counts of both are shown then (the series covers only "
               "38 mm of the upper abdomen).", "", "![segmentation](segmentation.png)", "",
               "![fine-tuning](finetune_curves.png)",

@@ -30,20 +30,28 @@ def download(url: str, target: str | os.PathLike, sha256: str | None = None,
     When ``sha256`` is given a file that differs is deleted and refused; ``progress(done, total)`` is called per MiB.
     ``overwrite=False`` refuses an existing ``target``; ``hint`` is appended to the message of a failed transfer.
     """
-    try:
-        with atomic_path(target, overwrite=overwrite) as tmp:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                length = response.headers.get("Content-Length")  # file:// responses have no .length
-                total = int(length) if length else None
-                done = 0
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-            got = sha256_of(tmp)
-            if sha256 is not None and got != sha256:
-                raise VoCoError(f"downloaded file has SHA-256 {got}, expected {sha256}; not kept", url)
-    except OSError as exc:
-        raise VoCoError(f"cannot download ({exc}){'; ' + hint if hint else ''}", url) from None
+    failed = f"{'; ' + hint if hint else ''}"
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        try:  # a transfer error is the source's fault, not the target folder's: said before atomic_path sees it
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except OSError as exc:
+            raise VoCoError(f"cannot download ({exc}){failed}", url) from None
+        with response, open(tmp, "wb") as out:
+            length = response.headers.get("Content-Length")  # file:// responses have no .length
+            total = int(length) if length else None
+            done = 0
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except OSError as exc:
+                    raise VoCoError(f"cannot download ({exc}){failed}", url) from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        got = sha256_of(tmp)
+        if sha256 is not None and got != sha256:
+            raise VoCoError(f"downloaded file has SHA-256 {got}, expected {sha256}; not kept", url)
     return got
