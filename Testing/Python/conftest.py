@@ -35,8 +35,7 @@ def sample():
 @pytest.fixture
 def mrml(tmp_path):
     """A headless MRML scene with the module logics wired as Slicer's application would (slicer-core wheel)."""
-    pytest.importorskip("slicer")
-    import slicer
+    import slicer  # slicer-core is pinned for the suite: a missing wheel is an error, not a skip
     from VoCoSlicerLib.headless import headless_scene, install_as_slicer_globals
 
     ctx = headless_scene(tmp_path / "mrml-cache")

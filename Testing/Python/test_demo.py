@@ -148,9 +148,8 @@ def test_report_numbers_come_from_the_run(demo):
 
 
 def test_scene_reloads_with_slicer_core(demo, tmp_path):
-    pytest.importorskip("slicer")
     from VoCoSlicerLib.headless import headless_scene
-    from VoCoSlicerLib.position import table_values
+    from mrml_readers import table_values
 
     ctx = headless_scene(tmp_path / "cache")
     assert ctx.scene.ReadFromMRB(str(demo.output / "scene.mrb"))

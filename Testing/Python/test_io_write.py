@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vococore.utils.errors import VoCoError
+from mrml_readers import read_seg_nrrd
 from vococore.io import LabelInfo, read_volume, write_labelmap
 
 LABELS = [LabelInfo(1, "spleen", (0.62, 0.42, 0.28)), LabelInfo(5, "liver", (0.87, 0.51, 0.40)),
@@ -59,16 +60,9 @@ def test_seg_nrrd_segments_survive_in_slicerio(dicom_labels, tmp_path):
 
 def test_seg_nrrd_loads_in_slicer_segmentation_node(dicom_labels, tmp_path, mrml):
     """Slicer's own segmentation storage node reads the file: names, colours and voxel counts per segment."""
-    import slicer
-
     ct, labels = dicom_labels
     path = write_labelmap(labels, ct, tmp_path / "organs.seg.nrrd", LABELS)
-    node = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    mrml.scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node)
-    segmentation = node.GetSegmentation()
+    segmentation = read_seg_nrrd(mrml.scene, path).GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 3
     for info in LABELS:
         segment = segmentation.GetSegment(f"Segment_{info.value}")

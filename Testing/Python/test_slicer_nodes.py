@@ -10,6 +10,7 @@ import pytest
 
 from vococore.utils.errors import VoCoError
 from vococore.io import LabelInfo, read_volume, write_labelmap
+from mrml_readers import segment_voxels
 from VoCoSlicerLib import nodes
 
 
@@ -119,7 +120,7 @@ def test_labelmap_to_segmentation_names_colours_voxels_and_reload(mrml, sample, 
     assert set(by_name) == {"spleen", "liver", "aorta"}
     for entry in info:
         np.testing.assert_allclose(by_name[entry.name].GetColor(), entry.color, atol=1e-6)
-        mask = nodes.segment_voxels(seg, entry.name, ct)
+        mask = segment_voxels(seg, entry.name, ct)
         np.testing.assert_array_equal(mask, labels == entry.value)
     # world coordinates, read from the segment's own oriented image (not through the CT grid): every voxel of
     # each segment sits at the RAS position that the CT affine gives the labelmap voxel
@@ -137,7 +138,7 @@ def test_labelmap_to_segmentation_names_colours_voxels_and_reload(mrml, sample, 
     assert sorted(again.GetNthSegment(i).GetName() for i in range(again.GetNumberOfSegments())) == \
         ["aorta", "liver", "spleen"]
     for entry in info:
-        np.testing.assert_array_equal(nodes.segment_voxels(reloaded, entry.name, ct), labels == entry.value)
+        np.testing.assert_array_equal(segment_voxels(reloaded, entry.name, ct), labels == entry.value)
     assert slicer.util.getNode("VoCo", scene=mrml.scene) is seg
 
 
@@ -154,7 +155,7 @@ def test_seg_nrrd_written_by_vococore_loads_with_names(mrml, sample, tmp_path):
              for i in range(segmentation.GetNumberOfSegments())}
     assert set(names) == {"kidney_right", "stomach"}
     np.testing.assert_allclose(names["stomach"], (0.9, 0.9, 0.1), atol=1e-5)
-    np.testing.assert_array_equal(nodes.segment_voxels(node, "kidney_right", ct), labels == 2)
+    np.testing.assert_array_equal(segment_voxels(node, "kidney_right", ct), labels == 2)
     with pytest.raises(VoCoError, match="not found"):
         nodes.load_segmentation(tmp_path / "missing.seg.nrrd", mrml.scene)
 

@@ -8,6 +8,7 @@ import pytest
 
 from vococore.utils.errors import VoCoError
 from vococore.io import read_volume
+from mrml_readers import table_values
 from VoCoSlicerLib import nodes, position
 
 
@@ -22,7 +23,7 @@ def test_table_holds_the_true_overlaps_of_vococore(mrml, sample):
     volume = read_volume(sample("TotalSegCTSmall"))
     node = nodes.node_from_volume(volume, mrml.scene, "CT")
     table, chart = position.show_positions(mrml.scene, node, predicted, true, recipe.grid)
-    got_predicted, got_true = position.table_values(table)
+    got_predicted, got_true = table_values(table)
     np.testing.assert_array_equal(got_predicted, predicted)
     np.testing.assert_array_equal(got_true, true)
     np.testing.assert_allclose(got_true[[1, 2, 4, 5]], [26 * 60 / 4096, 26 * 4 / 4096, 38 * 60 / 4096,
@@ -39,7 +40,7 @@ def test_table_holds_the_true_overlaps_of_vococore(mrml, sample):
     users = mrml.scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
     again, chart2 = position.show_positions(mrml.scene, node, true, predicted, recipe.grid)
     assert again is table and chart2 is chart and users.GetNumberOfColumns() == 0
-    np.testing.assert_array_equal(position.table_values(table)[0], true)
+    np.testing.assert_array_equal(table_values(table)[0], true)
     assert mrml.scene.GetNodesByClass("vtkMRMLPlotSeriesNode").GetNumberOfItems() == 2
 
 
@@ -73,7 +74,7 @@ def test_logic_shows_exactly_what_vococore_predicts(mrml, sample, tmp_path):
 
     with torch.no_grad():
         direct = predict_positions(model.eval(), volume, points_ras=point[None]).subvolumes[0]
-    got_predicted, got_true = position.table_values(table)
+    got_predicted, got_true = table_values(table)
     np.testing.assert_array_equal(got_predicted, sub.predicted)
     np.testing.assert_array_equal(got_true, sub.true)
     np.testing.assert_allclose(sub.predicted, direct.predicted, atol=1e-6)  # same weights through the file

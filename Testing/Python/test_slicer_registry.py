@@ -89,15 +89,11 @@ def test_import_model_copies_verifies_and_lists(tmp_path):
         again.import_model(tmp_path / "nope.pt", "Other")
 
 
-def test_official_checkpoint_becomes_a_model_package(tmp_path):
-    """An official-layout checkpoint ('state_dict' wrapper, 'module.' prefix) is packaged once with the list's
-    architecture, preprocessing and labels; the package's weights equal the checkpoint's."""
+def _served_official_checkpoint(tmp_path: Path):
+    """A small official-layout SwinUNETR checkpoint ('state_dict', 'module.' keys) served from a file URL, and a
+    registry listing it as "Tiny" (liver, spleen) with no published checksum."""
     import torch
     from monai.networks.nets import SwinUNETR
-
-    from vococore.segmentation.package import load_package, read_package_info
-    from VoCoSlicerLib.convert import package_path
-    from VoCoSlicerLib.logic import VoCoLogic
 
     torch.manual_seed(0)
     net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, use_v2=True)
@@ -110,7 +106,19 @@ def test_official_checkpoint_becomes_a_model_package(tmp_path):
     entry["architecture"] = dict(entry["architecture"], feature_size=12, out_channels=3)
     data["models"] = [entry]
     (tmp_path / "models.json").write_text(json.dumps(data))
-    registry = ModelRegistry(tmp_path / "models.json", cache_dir=tmp_path / "cache")
+    return net, served, ModelRegistry(tmp_path / "models.json", cache_dir=tmp_path / "cache")
+
+
+def test_official_checkpoint_becomes_a_model_package(tmp_path):
+    """An official-layout checkpoint ('state_dict' wrapper, 'module.' prefix) is packaged once with the list's
+    architecture, preprocessing and labels; the package's weights equal the checkpoint's."""
+    import torch
+
+    from vococore.segmentation.package import load_package, read_package_info
+    from VoCoSlicerLib.convert import package_path
+    from VoCoSlicerLib.logic import VoCoLogic
+
+    net, served, registry = _served_official_checkpoint(tmp_path)
     logic = VoCoLogic(scene=None, registry=registry, work_dir=tmp_path)
     assert logic.model_path("Tiny") is None  # not downloaded yet
     registry.download(registry.get("Tiny"))
@@ -155,9 +163,6 @@ def test_official_checkpoint_is_packaged_by_the_background_run_not_by_slicer(tmp
     the background job, reports a 'convert' stage, and then inference starts on the package it wrote."""
     import time
 
-    import torch
-    from monai.networks.nets import SwinUNETR
-
     from vococore.io import read_volume
     from VoCoSlicerLib import nodes
     from VoCoSlicerLib.convert import package_path
@@ -165,17 +170,7 @@ def test_official_checkpoint_is_packaged_by_the_background_run_not_by_slicer(tmp
     from VoCoSlicerLib.parameters import SegmentParameters
     from VoCoSlicerLib.runner import RunState
 
-    net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12, use_v2=True)
-    served = tmp_path / "server" / "Tiny.pt"
-    served.parent.mkdir()
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, served)
-    data = json.loads(MODELS_JSON.read_text())
-    entry = dict(data["models"][0], id="Tiny", filename="Tiny.pt", url=served.as_uri(), sha256=None, size=None,
-                 labels={"1": "liver", "2": "spleen"})
-    entry["architecture"] = dict(entry["architecture"], feature_size=12, out_channels=3)
-    data["models"] = [entry]
-    (tmp_path / "models.json").write_text(json.dumps(data))
-    registry = ModelRegistry(tmp_path / "models.json", cache_dir=tmp_path / "cache")
+    _, _, registry = _served_official_checkpoint(tmp_path)
     registry.download(registry.get("Tiny"))
     events = []
     logic = VoCoLogic(mrml.scene, registry=registry, work_dir=tmp_path / "work", on_progress=events.append)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vococore.utils.errors import VoCoError
+from mrml_readers import segment_voxels
 from VoCoSlicerLib.logic import VoCoLogic
 from VoCoSlicerLib.parameters import PretrainParameters
 from VoCoSlicerLib.runner import RunState
@@ -152,6 +153,6 @@ def test_finetune_from_loaded_nodes_then_segment_with_the_result(mrml, sample, t
     for name, value in labels.items():
         if name in found:
             np.testing.assert_allclose(found[name].GetColor(), colors[name], atol=1e-5)
-            np.testing.assert_array_equal(nodes.segment_voxels(result, name, ct), written.array == value)
+            np.testing.assert_array_equal(segment_voxels(result, name, ct), written.array == value)
         else:
             assert not np.any(written.array == value)

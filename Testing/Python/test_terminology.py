@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mrml_readers import read_seg_nrrd
 from vococore.io import LabelInfo, read_volume, write_labelmap
 from vococore.io.labels import make_labels, standard_term
 
@@ -98,12 +99,7 @@ def test_seg_nrrd_terminology_reads_back_in_slicer(written, mrml):
     import slicer
 
     path, _, info = written
-    node = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    mrml.scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(node)
-    segmentation = node.GetSegmentation()
+    segmentation = read_seg_nrrd(mrml.scene, path).GetSegmentation()
     logic = slicer.vtkSlicerTerminologiesModuleLogic()
     for label in info:
         segment = segmentation.GetSegment(f"Segment_{label.value}")

@@ -172,23 +172,6 @@ def save_segmentation(node: Any, path: str | os.PathLike, overwrite: bool = Fals
     return Path(path)
 
 
-def segment_voxels(segmentation_node: Any, segment_name: str, reference: Volume) -> np.ndarray:
-    """Boolean mask (i, j, k) of one segment on ``reference``'s grid, by segment name (for checks and tests)."""
-    import slicer
-
-    seg = segmentation_node.GetSegmentation()
-    segment_id = seg.GetSegmentIdBySegmentName(segment_name)
-    if not segment_id:
-        raise VoCoError(f"segmentation '{segmentation_node.GetName()}' has no segment named '{segment_name}'")
-    scene = segmentation_node.GetScene()
-    ref = node_from_volume(reference.with_array(np.zeros(reference.shape, np.uint8)), scene, "_ref", labelmap=True)
-    try:
-        array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, ref)
-    finally:
-        scene.RemoveNode(ref)
-    return np.asarray(array).transpose(2, 1, 0).astype(bool)
-
-
 def labelmap_from_segmentation(segmentation_node: Any, reference: Volume) -> tuple[np.ndarray, list[LabelInfo]]:
     """All segments as one labelmap (i, j, k) on ``reference``'s grid, values 1..N in segment order, with names
     and colours (for exporting training labels). Overlapping segments: the later one wins.
