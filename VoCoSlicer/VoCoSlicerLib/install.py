@@ -102,8 +102,10 @@ def ensure_installed(confirm: Callable[[str], bool], requirements: Iterable[str]
     if packaging_module is not None:  # Slicer >= 5.11
         from packaging.requirements import Requirement
 
+        # Keywords as in Slicer 5.12's slicer/packaging.py (and 5.11's slicer/pydeps.py): the user has already
+        # confirmed, and in testing mode (the self-test) installing is wanted, which pip_ensure skips by default.
         packaging_module.pip_ensure([Requirement(r) for r in todo.missing], skip_packages=skip,
-                                    prompt_install=False, requester="VoCoSlicer")
+                                    prompt_install=False, requester="VoCoSlicer", skip_in_testing=False)
     else:  # Slicer 5.10: install without dependencies, then the dependencies that Slicer does not ship
         slicer.util.pip_install(["--no-deps", *todo.missing])
         for dependency in missing_dependencies(todo.missing, skip):
