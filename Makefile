@@ -32,7 +32,7 @@ studio: $(STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m VoCoStudio $(STUDIO_ARGS)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest Testing -q
+	$(VENV)/bin/python -m pytest Testing -q --durations=20
 
 clean:
 	rm -rf $(VENV) .cache output
