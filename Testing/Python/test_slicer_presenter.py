@@ -90,6 +90,10 @@ def test_load_ct_pick_model_apply_progress_result_and_no_leftovers(presenter, mr
     assert seg is not None and seg.GetName() == "CT VoCo" and seg.GetDisplayNode() is not None
     assert presenter.view().actions["apply"].text == "Apply"
     assert list((tmp_path / "work").iterdir()) == []  # the run's CT copy and output folder are gone
+    export = presenter.view().actions["export_dicom_seg"]  # a NIfTI-loaded input: no DICOM images to reference
+    assert not export.enabled and export.reason.startswith("The input volume 'CT' was not loaded from DICOM")
+    with pytest.raises(VoCoError, match="not loaded from DICOM"):
+        presenter.export_dicom_seg()
 
 
 def test_cancel_while_segmenting_leaves_nothing(presenter, mrml, sample, tmp_path):
