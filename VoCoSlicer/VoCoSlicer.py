@@ -101,7 +101,7 @@ BUTTONS = {"applyButton": "apply", "cancelButton": "cancel", "importModelButton"
            "showGridCheckBox": "show_grid", "predictButton": "predict", "startTrainButton": "start_training",
            "cancelTrainButton": "cancel", "exportDicomSegButton": "export_dicom_seg"}
 LABELS = {"modelInfoLabel": ("model_card",), "segmentEstimateLabel": ("device", "segment_estimate"),
-          "etaLabel": ("progress", "status", "export"), "positionLabel": ("position_model", "position"),
+          "etaLabel": ("progress", "status", "export"), "positionLabel": ("position_model", "grid", "position"),
           "trainEstimateLabel": ("train_estimate", "train_data", "train_output", "progress", "status"),
           "lossLabel": ("loss",), "diceLabel": ("dice",)}
 
