@@ -156,7 +156,7 @@ class SegmentSection:
 
         labels["export"] = self.texts.get("export", "")
         result, volume = self.logic.result_node, self._segmented[0] if self._segmented else None
-        if self.running:
+        if self.running == "segment":  # its result replaces the current one; a training run does not matter
             reason = self._busy()
         elif result is None or result.GetScene() is None:
             reason = "Segment a volume first (Apply): the result is what DICOM SEG exports."
