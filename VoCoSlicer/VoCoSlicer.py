@@ -81,6 +81,16 @@ def pythonSlicer() -> str:
     return shutil.which("PythonSlicer") or os.path.join(slicer.app.slicerHome, "bin", "PythonSlicer")
 
 
+def dicomStore():
+    """Slicer's DICOM database as the DICOM SEG export uses it (looked up at each use: the DICOM module may
+    switch databases); importing copies the new file into the database."""
+    from DICOMLib import DICOMUtils
+    from VoCoSlicerLib.dicom_export import DicomStore
+
+    return DicomStore(lambda uid: slicer.dicomDatabase.fileForInstance(uid),
+                      lambda folder: DICOMUtils.importDicom(folder, slicer.dicomDatabase, copyFiles=True))
+
+
 def confirmInstall(text: str) -> bool:
     """The one confirmation before installing packages; in testing mode (the self-test) there is no dialog."""
     return slicer.app.testingEnabled() or slicer.util.confirmOkCancelDisplay(text)
@@ -89,9 +99,9 @@ def confirmInstall(text: str) -> bool:
 # which button shows which action of the presenter's view, and which label shows which texts (joined by lines)
 BUTTONS = {"applyButton": "apply", "cancelButton": "cancel", "importModelButton": "import_model",
            "showGridCheckBox": "show_grid", "predictButton": "predict", "startTrainButton": "start_training",
-           "cancelTrainButton": "cancel"}
+           "cancelTrainButton": "cancel", "exportDicomSegButton": "export_dicom_seg"}
 LABELS = {"modelInfoLabel": ("model_card",), "segmentEstimateLabel": ("device", "segment_estimate"),
-          "etaLabel": ("progress", "status"), "positionLabel": ("position_model", "position"),
+          "etaLabel": ("progress", "status", "export"), "positionLabel": ("position_model", "grid", "position"),
           "trainEstimateLabel": ("train_estimate", "train_data", "train_output", "progress", "status"),
           "lossLabel": ("loss",), "diceLabel": ("dice",)}
 
@@ -153,6 +163,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.presenter = Presenter(self.logic.getParameterNode(), self.logic.core, on_change=self.render,
                                    on_error=lambda title, detail: slicer.util.errorDisplay(title, detailedText=detail))
+        self.presenter.dicom_database = dicomStore()
         self.logic.core.on_log = lambda line: print(f"[VoCo] {line}")
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -161,6 +172,7 @@ class VoCoSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for button in (self.ui.cancelButton, self.ui.cancelTrainButton):
             button.connect("clicked(bool)", self.onAction(lambda: self.presenter.cancel()))
         self.ui.importModelButton.connect("clicked(bool)", self.onAction(self.importModel))
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onAction(lambda: self.presenter.export_dicom_seg()))
         self.ui.predictButton.connect("clicked(bool)", self.onAction(self.predict))
         self.ui.startTrainButton.connect("clicked(bool)", self.onAction(lambda: self.presenter.start_training()))
         self.ui.trainTabWidget.connect("currentChanged(int)", lambda index: self.presenter.set_tab(index))

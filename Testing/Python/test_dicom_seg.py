@@ -109,3 +109,38 @@ def test_refuses_non_dicom_input_and_series_without_uids(sample, tmp_path):
                    "dicom-seg", "--output", str(tmp_path), check=False)
     assert bare.returncode == 2 and "has no StudyInstanceUID" in bare.stderr and "Traceback" not in bare.stderr
     assert len(bare.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_uncoded_pseudo_label_gets_what_slicer_gives_an_uncoded_segment_and_says_why(series, sample, tmp_path):
+    """A pseudo-label tumour class has no standard code: its segment is coded as Slicer codes a segment nobody
+    coded (read from slicer-core's own new vtkSegment), the SEG says why, and the masks still round-trip."""
+    import highdicom as hd
+    import slicer
+
+    from vococore.io.dicom_seg import Algorithm, source_files, write_dicom_seg
+    from vococore.io.labels import make_labels
+    from vococore.preprocessing.resample import resample_to_grid
+
+    ct = read_volume(series)
+    liver = resample_to_grid(read_volume(sample("TotalSegDICOMLabels")), ct).array == 5
+    lo, hi = np.argwhere(liver).min(axis=0), np.argwhere(liver).max(axis=0)
+    box = np.zeros_like(liver)
+    box[tuple(slice(a + (b - a) // 3, b - (b - a) // 3) for a, b in zip(lo, hi))] = True
+    labels = liver.astype(np.uint8)
+    labels[liver & box] = 2
+    assert (labels == 2).sum() > 1000
+    out = write_dicom_seg(labels, ct, source_files(series), tmp_path / "uncoded.dcm",
+                          make_labels({1: "liver", 2: "liver tumor (pseudo-label)"}), Algorithm("test", "VoCoSlicer 0"))
+    # Slicer's terminology string: context~category~type~modifier~anatomic context~region~region modifier
+    default = slicer.vtkSegment().GetTerminology().split("~")
+    slicer_category, slicer_type = (tuple(default[i].split("^")) for i in (1, 2))
+    coded, uncoded = hd.seg.segread(out).SegmentSequence
+    assert coded.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004" and "SegmentDescription" not in coded
+    category, kind = uncoded.SegmentedPropertyCategoryCodeSequence[0], uncoded.SegmentedPropertyTypeCodeSequence[0]
+    assert uncoded.SegmentLabel == "liver tumor (pseudo-label)"
+    assert (category.CodingSchemeDesignator, category.CodeValue, category.CodeMeaning) == slicer_category
+    assert (kind.CodingSchemeDesignator, kind.CodeValue, kind.CodeMeaning) == slicer_type
+    assert uncoded.SegmentDescription.startswith("Uncoded: VoComni pseudo-label")
+    assert "no standard code names this class" in uncoded.SegmentDescription
+    decoded, numbers = seg_on_grid(out, ct)
+    assert numbers == {"liver": 1, "liver tumor (pseudo-label)": 2} and np.array_equal(decoded, labels)

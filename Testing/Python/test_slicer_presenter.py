@@ -90,6 +90,10 @@ def test_load_ct_pick_model_apply_progress_result_and_no_leftovers(presenter, mr
     assert seg is not None and seg.GetName() == "CT VoCo" and seg.GetDisplayNode() is not None
     assert presenter.view().actions["apply"].text == "Apply"
     assert list((tmp_path / "work").iterdir()) == []  # the run's CT copy and output folder are gone
+    export = presenter.view().actions["export_dicom_seg"]  # a NIfTI-loaded input: no DICOM images to reference
+    assert not export.enabled and export.reason.startswith("The input volume 'CT' was not loaded from DICOM")
+    with pytest.raises(VoCoError, match="not loaded from DICOM"):
+        presenter.export_dicom_seg()
 
 
 def test_cancel_while_segmenting_leaves_nothing(presenter, mrml, sample, tmp_path):
@@ -129,18 +133,32 @@ def test_fresh_scene_place_point_predict_table_and_chart(presenter, mrml, sample
 
 
 def test_grid_follows_the_input_volume_and_the_recipe(presenter, mrml, sample):
+    from test_slicer_grid import _expected_boxes
     from VoCoSlicerLib import grid
 
     first, second = _load(mrml, sample, node_name="A"), _load(mrml, sample, node_name="B")
     presenter.state.inputVolume, presenter.state.recipe = first, "small"
-    presenter.show_grid(True)
-    assert len(grid.grid_nodes(mrml.scene, first)) == 9
+    presenter.show_grid(True)  # the preprocessing that places the grid runs on a worker thread, not here
+    assert grid.grid_nodes(mrml.scene, first) == [] and presenter.running is None
+    assert presenter.view().labels["grid"] == "Preprocessing 'A' as the small recipe does, to place its grid..."
+    presenter.wait_for_grid()
+    rois = grid.grid_nodes(mrml.scene, first)
+    assert len(rois) == 9 and presenter.view().labels["grid"] == ""
+    _, expected = _expected_boxes(nodes.volume_from_node(first), "small")  # where the preprocessing puts them
+    for roi, (center, size) in zip(rois, expected):
+        np.testing.assert_allclose(roi.GetCenterWorld(), center, atol=1e-3)
+        np.testing.assert_allclose(roi.GetSize(), size, atol=1e-3)
     presenter.state.recipe = "v1"
     presenter.state_changed()
-    assert len(grid.grid_nodes(mrml.scene, first)) == 16  # v1: 4x4 bases, the 3x3 grid is gone
-    presenter.state.inputVolume = second
+    assert grid.grid_nodes(mrml.scene, first) == []  # the old grid goes at once
+    presenter.wait_for_grid()
+    assert len(grid.grid_nodes(mrml.scene, first)) == 16  # v1: 4x4 bases
+    presenter.state.recipe = "small"
     presenter.state_changed()
-    assert grid.grid_nodes(mrml.scene, first) == [] and len(grid.grid_nodes(mrml.scene, second)) == 16
+    presenter.state.inputVolume = second  # changed before the grid on 'A' came: that one is never drawn
+    presenter.state_changed()
+    _run_until(presenter, lambda: presenter._grid_job is None)  # the module's timer draws the grid
+    assert grid.grid_nodes(mrml.scene, first) == [] and len(grid.grid_nodes(mrml.scene, second)) == 9
     presenter.show_grid(False)
     assert mrml.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == 0
 

@@ -1,6 +1,6 @@
 """DICOM SEG export of a segmentation computed from a volume that came from Slicer's DICOM database, and the
 standard terminology on its segments, so the result files into the input's study (Qt-free; the widget passes
-``slicer.dicomDatabase.fileForInstance`` as the file lookup)."""
+Slicer's database through :class:`DicomStore`: ``slicer.dicomDatabase.fileForInstance`` and DICOMUtils' import)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,45 @@ from VoCoSlicerLib.nodes import labelmap_from_segmentation, place_beside, volume
 
 # Attribute that Slicer's DICOM scalar volume plugin sets on a loaded volume: its SOP Instance UIDs, space-separated.
 INSTANCE_UIDS = "DICOM.instanceUIDs"
+
+
+class DicomStore:
+    """The DICOM database as the export needs it: the file of an instance UID, and importing a folder (copying
+    its files into the database). Slicer: ``DicomStore(slicer.dicomDatabase.fileForInstance, lambda folder:
+    DICOMUtils.importDicom(folder, slicer.dicomDatabase, copyFiles=True))``."""
+
+    def __init__(self, file_for_instance: Callable[[str], str], import_folder: Callable[[str], None]) -> None:
+        self.file_for_instance, self.import_folder = file_for_instance, import_folder
+
+    def add(self, path: str | os.PathLike) -> Path:
+        """Import the DICOM file at ``path`` (alone in its folder) and return where the database keeps it."""
+        import pydicom
+
+        uid = pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID
+        self.import_folder(str(Path(path).parent))
+        stored = self.file_for_instance(uid)
+        if not stored or not Path(stored).is_file():
+            raise VoCoError("the DICOM database did not take the DICOM SEG file", path)
+        return Path(stored)
+
+
+def not_from_dicom(volume_node: Any) -> str:
+    """Why DICOM SEG cannot reference ``volume_node`` (empty when it came from Slicer's DICOM database)."""
+    if volume_node.GetAttribute(INSTANCE_UIDS):
+        return ""
+    return (f"The input volume '{volume_node.GetName()}' was not loaded from DICOM (Slicer's DICOM database): "
+            "DICOM SEG references the source DICOM images. Save the segmentation as .seg.nrrd instead.")
+
+
+def package_algorithm(package_path: str | os.PathLike) -> Algorithm:
+    """The algorithm identification of a model package (name, VoCoSlicer version, weights SHA-256), as
+    ``vococore infer`` writes it."""
+    from vococore import __version__
+    from vococore.segmentation.package import read_package_info
+
+    info = read_package_info(package_path)
+    name = info.description or Path(package_path).stem
+    return Algorithm(name=name, version=f"VoCoSlicer {__version__}", weights_sha256=info.weights_sha256)
 
 
 def apply_terminology(segmentation_node: Any, label_info: Sequence[LabelInfo]) -> None:

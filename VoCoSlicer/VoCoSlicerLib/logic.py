@@ -8,6 +8,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class VoCoLogic:
         self.on_progress, self.on_log = on_progress, on_log
         self.process: BackgroundProcess | None = None
         self.result_node: Any = None
+        self._grid_worker: ThreadPoolExecutor | None = None  # the one thread grids are computed on
 
     # --- segmentation -------------------------------------------------------------------------------------------
     def model_files(self, model_id: str) -> tuple[Path | None, Path | None]:
@@ -170,6 +172,27 @@ class VoCoLogic:
     def show_grid(self, volume_node: Any, recipe: str) -> list[Any]:
         """Draw ``recipe``'s base-crop grid on ``volume_node`` as ROIs (replacing our previous grid)."""
         geometry = grid.grid_geometry(nodes.volume_from_node(volume_node), recipe)
+        return grid.draw_grid(geometry, self.scene, volume_node)
+
+    def start_grid(self, volume_node: Any, recipe: str) -> Future:
+        """Compute ``recipe``'s grid on ``volume_node`` on a worker thread; the future gives the
+        :class:`grid.GridGeometry` to draw with :meth:`draw_grid`. Only a copy of the voxels is made here (VTK is
+        not thread-safe): the preprocessing that places the grid (resampling a whole CT: seconds) runs on the
+        thread, so the GUI thread does not wait for it (benchmarks/bench_slicer_grid.py)."""
+        import slicer
+
+        raw = np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
+        affine, name = nodes.ijk_to_world(volume_node), volume_node.GetName()
+
+        def compute() -> grid.GridGeometry:
+            volume = Volume(array=np.ascontiguousarray(raw.transpose(2, 1, 0)), affine=affine, source=name)
+            return grid.grid_geometry(volume, recipe)
+        if self._grid_worker is None:
+            self._grid_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="VoCo-grid")
+        return self._grid_worker.submit(compute)
+
+    def draw_grid(self, geometry: grid.GridGeometry, volume_node: Any) -> list[Any]:
+        """Draw a grid computed by :meth:`start_grid` (on the GUI thread: it makes nodes)."""
         return grid.draw_grid(geometry, self.scene, volume_node)
 
     def hide_grid(self, volume_node: Any) -> int:

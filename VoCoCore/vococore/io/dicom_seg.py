@@ -12,15 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from vococore.io.labels import LabelInfo, Terminology
+from vococore.io.labels import LabelInfo, Terminology, no_standard_code
 from vococore.io.volume import LPS_TO_RAS, Volume
 from vococore.utils.atomic import atomic_path
 from vococore.utils.errors import VoCoError
 
 log = logging.getLogger(__name__)
 
-# Slicer's default term for a segment nobody coded: a generic "Tissue", used only where DICOM SEG demands a code.
-UNCODED = Terminology(category=("SCT", "85756007", "Tissue"), type=("SCT", "85756007", "Tissue"))
+# What Slicer writes for a segment that has no terminology: every new vtkSegment gets category and type
+# (SCT, 85756007, "Tissue") from its "3D Slicer General Anatomy list" (the constructor in Slicer's
+# Libs/vtkSegmentationCore/vtkSegment.cxx; slicer-core 5.11 gives a fresh vtkSegment the same entry), and Slicer's
+# DICOM SEG export (QuantitativeReporting's DICOMSegmentationPlugin, through dcmqi) writes that entry as it is.
+# DICOM SEG demands a category and type code per segment, so a label without a standard code gets this one, and
+# its Segment Description says why it is uncoded.
+UNCODED = Terminology(category=("SCT", "85756007", "Tissue"), type=("SCT", "85756007", "Tissue"),
+                      context="Segmentation category and type - 3D Slicer General Anatomy list")
 NOT_DICOM = ("DICOM SEG needs a DICOM series as input: it references the source images (their Study, Series and "
              "SOP Instance UIDs and Frame of Reference) and lies on their exact geometry; a {kind} input has none. "
              "Write .seg.nrrd, .nrrd or .nii.gz instead")
@@ -139,9 +145,11 @@ def _describe(number: int, info: LabelInfo, algorithm: Algorithm) -> "object":
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    term = info.terminology
+    term, uncoded = info.terminology, ""
     if term is None:
-        log.warning("label %r has no standard terminology; DICOM SEG codes it as generic Tissue", info.name)
+        uncoded = no_standard_code(info.name) or "No standard code is known for this label."
+        log.warning("label %r has no standard terminology; DICOM SEG codes it as Slicer does an uncoded segment "
+                    "(Tissue)", info.name)
         term = UNCODED
     params = {"weights_sha256": algorithm.weights_sha256} if algorithm.weights_sha256 else None
     description = hd.seg.SegmentDescription(
@@ -152,6 +160,8 @@ def _describe(number: int, info: LabelInfo, algorithm: Algorithm) -> "object":
             source="VoCoSlicer", parameters=params),
         anatomic_regions=[_coded(term.region)] if term.region else None,
         display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in info.color)))
+    if uncoded:
+        description.SegmentDescription = f"Uncoded: {uncoded}"[:1024]  # ST, Type 3
     if term.type_modifier:
         description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
             _coded(term.type_modifier)]

@@ -83,12 +83,22 @@ def _table() -> dict[str, Any]:
 
 def standard_term(name: str) -> tuple[Terminology, tuple[float, float, float]] | None:
     """Terminology and colour (0..1) of a label name our packages use (TotalSegmentator v2 names, VoComni
-    classes), from ``terminology.json``; None for a name without a standard code."""
+    classes), from ``terminology.json``; None for a name without a standard code (see :func:`no_standard_code`)."""
     entry = _table()["terms"].get(name)
-    if entry is None:
+    if entry is None or "no_standard_code" in entry:
         return None
     term = Terminology.from_json({"anatomic_context": _table()["anatomic_context"], **entry})
-    return term, tuple(round(c / 255.0, 4) for c in entry["color"])  # type: ignore[return-value]
+    return term, _table_color(entry)
+
+
+def no_standard_code(name: str) -> str:
+    """Why a label name of ours has no standard code, as the label map says (the VoComni pseudo-label tumour
+    classes); empty for a coded name or one the label map does not know."""
+    return str(_table()["terms"].get(name, {}).get("no_standard_code", ""))
+
+
+def _table_color(entry: dict[str, Any]) -> tuple[float, float, float]:
+    return tuple(round(c / 255.0, 4) for c in entry["color"])  # type: ignore[return-value]
 
 
 def default_color(value: int) -> tuple[float, float, float]:
@@ -102,6 +112,8 @@ def make_label(value: int, name: str, color: tuple[float, float, float] | None =
     term's colour, else :func:`default_color`."""
     found = standard_term(name)
     term, term_color = found if found else (None, None)
+    if found is None and no_standard_code(name):  # uncoded, but the label map still gives its colour
+        term_color = _table_color(_table()["terms"][name])
     chosen = color if color is not None else term_color or default_color(value)
     return LabelInfo(int(value), str(name), tuple(float(c) for c in chosen), term)  # type: ignore[arg-type]
 

@@ -14,9 +14,11 @@ drive it the same way:
     presenter.target_point_list()     # the point list to place the target in, created on demand
     presenter.predict()               # position prediction at the placed point: (table node, chart node)
     presenter.show_grid(True)         # draw or remove the recipe's base-crop grid
+    presenter.export_dicom_seg()      # the result as DICOM SEG into its DICOM input's study (into presenter.dicom_database)
     presenter.import_model(path)      # add a .vocomodel package to the model list
     presenter.scene_about_to_close()  # cancels only runs whose result goes into the scene
-    presenter.poll()                  # from a ~200 ms timer: delivers progress; True while a run goes
+    presenter.poll()                  # from a ~200 ms timer: delivers progress, draws a computed grid; True
+                                      # while a run goes or a grid is being computed
 
 ``state`` is any object with the fields of :class:`ModuleState` (Slicer passes its parameter node wrapper);
 ``logic`` is a :class:`VoCoSlicerLib.logic.VoCoLogic`. Methods raise :class:`vococore.utils.errors.VoCoError`

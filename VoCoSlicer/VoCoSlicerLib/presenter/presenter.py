@@ -79,8 +79,9 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
 
     def poll(self) -> bool:
         """Deliver the running job's progress and end (call from a timer); True while it still runs."""
+        self._poll_grid()
         process = self.logic.process
-        return bool(process is not None and process.poll())
+        return bool(process is not None and process.poll()) or self._grid_job is not None
 
     def scene_about_to_close(self) -> None:
         """Closing the scene cancels a run whose result goes into the scene (segmentation); training runs
@@ -88,7 +89,7 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         process = self.logic.process
         if process is not None and process.state is RunState.RUNNING and process.depends_on_scene:
             self.cancel()
-        self._grid_drawn = None
+        self._grid_drawn = self._grid_job = None
 
     def scene_closed(self, state: Any) -> None:
         """The new scene's state (a fresh parameter node)."""

@@ -14,6 +14,8 @@ TARGET_LIST_NAME = "VoCo target"
 class SeeSection:
     """Mixed into :class:`~VoCoSlicerLib.presenter.Presenter`."""
 
+    _grid_job: tuple[tuple[Any, str], Any] | None = None  # ((volume node, recipe), future) of the grid computing
+
     def position_model_text(self) -> str:
         """Which model predicts positions; without a pretraining checkpoint, that it is untrained."""
         checkpoint = path_text(self.state.positionCheckpoint)
@@ -26,6 +28,7 @@ class SeeSection:
     def _see_view(self, actions: dict[str, Action], labels: dict[str, str]) -> None:
         s = self.state
         labels["position_model"] = self.position_model_text()
+        labels["grid"] = self.texts.get("grid", "")
         if s.inputVolume is None:
             no_volume = "Select an input CT volume first."
             actions["show_grid"] = actions["place_point"] = actions["predict"] = Action(False, no_volume)
@@ -75,14 +78,42 @@ class SeeSection:
         self._follow_grid()
 
     def _follow_grid(self) -> None:
+        """Remove a grid that no longer fits volume and recipe at once; compute the wanted one on a worker
+        thread (the preprocessing that places it takes seconds for a large CT); :meth:`poll` draws it."""
         s = self.state
         wanted = (s.inputVolume, s.recipe) if s.showGrid and s.inputVolume is not None else None
-        if wanted == self._grid_drawn:
+        if wanted == self._grid_drawn or (self._grid_job is not None and self._grid_job[0] == wanted):
             return
         if self._grid_drawn is not None:
             self.logic.hide_grid(self._grid_drawn[0])  # by node ID: works after the volume left the scene
             self._grid_drawn = None
+        self._grid_job, self.texts["grid"] = None, ""  # a grid still computing for an older choice is dropped
         if wanted is not None:
-            self.logic.show_grid(*wanted)
-            self._grid_drawn = wanted
+            self._grid_job = (wanted, self.logic.start_grid(*wanted))
+            self.texts["grid"] = (f"Preprocessing '{wanted[0].GetName()}' as the {wanted[1]} recipe does, to place "
+                                  "its grid...")
         self._changed()
+
+    def _poll_grid(self) -> None:
+        """Draw the grid once its worker is done (from :meth:`poll`, on the GUI thread)."""
+        from vococore.utils.errors import VoCoError
+
+        if self._grid_job is None or not self._grid_job[1].done():
+            return
+        (volume, recipe), future = self._grid_job
+        self._grid_job, self.texts["grid"] = None, ""
+        try:
+            geometry = future.result()
+        except VoCoError as exc:
+            self.texts["grid"] = f"No grid for '{volume.GetName()}': {exc}"
+        else:
+            if volume.GetScene() is not None:
+                self.logic.draw_grid(geometry, volume)
+                self._grid_drawn = (volume, recipe)
+        self._changed()
+
+    def wait_for_grid(self, timeout_s: float = 120.0) -> None:
+        """Block until the grid being computed is drawn (scripts, tests and the benchmark; the GUI polls)."""
+        if self._grid_job is not None:
+            self._grid_job[1].result(timeout_s)
+            self._poll_grid()

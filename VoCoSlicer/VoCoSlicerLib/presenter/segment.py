@@ -1,5 +1,6 @@
 """The Segment section of the presenter: model choice and card, device decision with its reason, the estimate
-for the chosen model, Apply (which turns into Cancel), and importing model packages."""
+for the chosen model, Apply (which turns into Cancel), importing model packages, and exporting the result as
+DICOM SEG into the input's study."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ def _size_text(size: int | None) -> str:
 
 
 class SegmentSection:
-    """Mixed into :class:`~VoCoSlicerLib.presenter.Presenter`."""
+    """Mixed into :class:`~VoCoSlicerLib.presenter.Presenter`.
+
+    ``dicom_database`` is the :class:`VoCoSlicerLib.dicom_export.DicomStore` DICOM SEG export writes into (Slicer's
+    DICOM database; None: no export)."""
+
+    dicom_database: Any = None
+    _segmented: tuple[Any, str] | None = None  # (input volume node, model id) of the last segmentation started
 
     def model_entry(self) -> Any:
         """The registry entry of the chosen model, or None when the name is not in the list."""
@@ -88,6 +95,7 @@ class SegmentSection:
             labels["device"] = check.reason
         labels["segment_estimate"] = estimate if check is None or check.device == "cpu" else \
             (f"{estimate}; on the GPU: seconds to a minute" if estimate else "")
+        self._export_view(actions, labels)
         if self.running == "segment":
             actions["apply"] = Action(True, "Stop the segmentation.", "Cancel")
             return
@@ -127,12 +135,71 @@ class SegmentSection:
         self.logic.start_segmentation(self.state.inputVolume, SegmentParameters(model=entry.id,
                                                                                 device=self.state.device),
                                       on_finished=self._segmentation_finished, gpu=self.gpu)
+        self._segmented = (self.state.inputVolume, entry.id)
         self._run_started("segment")
 
     def _segmentation_finished(self, state: Any, segmentation_node: Any) -> None:
         if segmentation_node is not None:
+            # its segments carry the package's standard terms already: vococore infer writes them into the
+            # .seg.nrrd header, which Slicer's storage node reads (checked in test_slicer_dicom_export)
             segmentation_node.CreateDefaultDisplayNodes()
         self._run_finished(state)
+
+    def _result_package(self) -> Path | None:
+        """The model package that made the last segmentation (converted from official weights by the run)."""
+        if self._segmented is None:
+            return None
+        return self.logic.model_files(self._segmented[1])[0]
+
+    def _export_view(self, actions: dict[str, Action], labels: dict[str, str]) -> None:
+        from VoCoSlicerLib.dicom_export import not_from_dicom
+
+        labels["export"] = self.texts.get("export", "")
+        result, volume = self.logic.result_node, self._segmented[0] if self._segmented else None
+        if self.running == "segment":  # its result replaces the current one; a training run does not matter
+            reason = self._busy()
+        elif result is None or result.GetScene() is None:
+            reason = "Segment a volume first (Apply): the result is what DICOM SEG exports."
+        elif volume is None or volume.GetScene() is None:
+            reason = "The input volume of the result is no longer in the scene."
+        elif not_from_dicom(volume):
+            reason = not_from_dicom(volume)
+        elif self.dicom_database is None:
+            reason = "Slicer's DICOM database is not available."
+        elif self._result_package() is None:
+            reason = "The model package that made the result is gone; segment again."
+        else:
+            reason = ""
+        tip = (f"Write '{result.GetName()}' as DICOM SEG into the study of '{volume.GetName()}' in the DICOM "
+               "database, with the model's name, version and weights checksum." if not reason else reason)
+        actions["export_dicom_seg"] = Action(not reason, tip, "Export DICOM SEG")
+
+    def export_dicom_seg(self) -> Path:
+        """Export the result as DICOM SEG referencing its input's DICOM images into the DICOM database, and put
+        the result under the input's study; returns the file the database keeps."""
+        import shutil
+        import tempfile
+
+        from vococore.utils.errors import VoCoError
+
+        from VoCoSlicerLib.dicom_export import export_dicom_seg, package_algorithm
+
+        actions: dict[str, Action] = {}
+        self._export_view(actions, {})
+        if not actions["export_dicom_seg"].enabled:
+            raise VoCoError(actions["export_dicom_seg"].reason)
+        result, volume = self.logic.result_node, self._segmented[0]
+        algorithm = package_algorithm(self._result_package())
+        folder = Path(tempfile.mkdtemp(prefix="dicomseg-", dir=self.logic.work_dir))
+        try:  # written alone in a folder that the database imports (copying the file), then removed
+            written = export_dicom_seg(result, volume, folder / "segmentation.dcm",
+                                       self.dicom_database.file_for_instance, algorithm)
+            stored = self.dicom_database.add(written)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.texts["export"] = f"DICOM SEG of '{result.GetName()}' added to the study of '{volume.GetName()}'."
+        self._changed()
+        return stored
 
     def import_model(self, path: str | Path) -> str:
         """Add a model package to the model list and choose it; returns its id. Only ``.vocomodel`` packages:
