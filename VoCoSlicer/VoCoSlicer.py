@@ -91,7 +91,7 @@ BUTTONS = {"applyButton": "apply", "cancelButton": "cancel", "importModelButton"
            "showGridCheckBox": "show_grid", "predictButton": "predict", "startTrainButton": "start_training",
            "cancelTrainButton": "cancel"}
 LABELS = {"modelInfoLabel": ("model_card",), "segmentEstimateLabel": ("device", "segment_estimate"),
-          "etaLabel": ("progress", "status"), "positionLabel": ("position_model", "position"),
+          "etaLabel": ("progress", "status"), "positionLabel": ("position_model", "grid", "position"),
           "trainEstimateLabel": ("train_estimate", "train_data", "train_output", "progress", "status"),
           "lossLabel": ("loss",), "diceLabel": ("dice",)}
 

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def connected(**_) -> None:
         # the views stream only once a page is connected: loading earlier leaves them blank
-        if sample is not None and studio.volume_node is None:
+        if sample is not None and studio.module.inputVolume is None:
             with server.state:
                 studio.load_file(sample)
 

@@ -82,7 +82,9 @@ class SeeSection:
         if self._grid_drawn is not None:
             self.logic.hide_grid(self._grid_drawn[0])  # by node ID: works after the volume left the scene
             self._grid_drawn = None
+            self.texts["grid"] = ""
         if wanted is not None:
-            self.logic.show_grid(*wanted)
+            rois = self.logic.show_grid(*wanted)
             self._grid_drawn = wanted
+            self.texts["grid"] = f"{len(rois)} base crops of the {wanted[1]} recipe on '{wanted[0].GetName()}'."
         self._changed()
