@@ -35,7 +35,8 @@ FIELDS = TEXT_FIELDS + FLAG_FIELDS + COUNT_FIELDS + NODE_FIELDS
 class Studio:
     """Everything the web page can do, on one MRML scene of a trame-slicer ``SlicerApp``."""
 
-    def __init__(self, server: Any, work_dir: str | Path | None = None) -> None:
+    def __init__(self, server: Any, work_dir: str | Path | None = None,
+                 models_dir: str | Path | None = None) -> None:
         import slicer
         from trame_slicer.core import LayoutManager, SlicerApp
         from trame_slicer.rca_view import register_rca_factories
@@ -54,7 +55,7 @@ class Studio:
             volumes=types.SimpleNamespace(logic=lambda: self.app.volumes_logic),
             markups=types.SimpleNamespace(logic=lambda: self.app.markups_logic))
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="VoCoStudio-"))
-        self.logic = VoCoLogic(self.app.scene, registry=ModelRegistry(), work_dir=self.work_dir,
+        self.logic = VoCoLogic(self.app.scene, registry=ModelRegistry(cache_dir=models_dir), work_dir=self.work_dir,
                                on_log=self._on_log)
         self.module = ModuleState()
         self.presenter = Presenter(self.module, self.logic, on_change=self.render, on_error=self._on_error,
