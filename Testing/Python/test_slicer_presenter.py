@@ -4,6 +4,7 @@ point, predict; the grid following volume and recipe; device and estimates follo
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -133,16 +134,20 @@ def test_grid_follows_the_input_volume_and_the_recipe(presenter, mrml, sample):
 
     first, second = _load(mrml, sample, node_name="A"), _load(mrml, sample, node_name="B")
     presenter.state.inputVolume, presenter.state.recipe = first, "small"
+    assert presenter.view().labels["grid"] == ""
     presenter.show_grid(True)
     assert len(grid.grid_nodes(mrml.scene, first)) == 9
+    assert presenter.view().labels["grid"] == "9 base crops of the small recipe on 'A'."
     presenter.state.recipe = "v1"
     presenter.state_changed()
     assert len(grid.grid_nodes(mrml.scene, first)) == 16  # v1: 4x4 bases, the 3x3 grid is gone
     presenter.state.inputVolume = second
     presenter.state_changed()
     assert grid.grid_nodes(mrml.scene, first) == [] and len(grid.grid_nodes(mrml.scene, second)) == 16
+    assert presenter.view().labels["grid"] == "16 base crops of the v1 recipe on 'B'."
     presenter.show_grid(False)
     assert mrml.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == 0
+    assert presenter.view().labels["grid"] == ""
 
 
 def test_device_auto_says_why_the_gpu_is_refused_and_gives_the_cpu_estimate(presenter, mrml, sample):
@@ -215,6 +220,10 @@ def test_pretraining_on_loaded_volumes_under_a_per_user_folder_survives_scene_cl
     _run_until(presenter, lambda: presenter.running is None, timeout_s=300)
     assert presenter.texts["status"] == "pretrain succeeded", presenter.errors
     assert (out / "checkpoints" / "last.pt").is_file() and len(list((out / "data").glob("*.nii.gz"))) == 2
+    # the loss curve: the run's one step, the value its metrics.jsonl records and the loss label shows
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert presenter.view().curves == {"loss": [(1, logged[-1]["total"])], "dice": []}
+    assert presenter.texts["loss"] == f"{logged[-1]['total']:.4g}"
     assert list((tmp_path / "work").iterdir()) == []
     # resuming is offered only with the folder chosen and a checkpoint in it
     presenter.state.recipe, presenter.state.pretrainData = "small", Path(out / "data")

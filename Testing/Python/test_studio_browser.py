@@ -141,6 +141,7 @@ def test_grid_and_clicked_position_match_vococore(studio, sample):
     ras_text = wait_text(page, "#click-ras", r"\[.*\]", timeout_s=120)
     page.wait_for_function("document.querySelectorAll('#positions .position-row').length > 0")
     assert wait_text(page, "#predict-reason", "overlap") == "Predict the target crop's overlap with each base crop."
+    page.locator("#positions").scroll_into_view_if_needed()
     screenshot(page, "grid-position")
     ras = np.array([float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", ras_text.split(":", 1)[1])])
     rows = [[float(c.inner_text()) for c in row.query_selector_all("td")]
@@ -245,6 +246,7 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     eta = wait_text(page, "#progress-text", rf"^pretrain [1-{steps - 1}]/{steps}, about \d+ (s|min) left$",
                     timeout_s=300)
     assert _button_text(page, "#start-training") == "cancel" and page.inner_text("#run-state") == ""
+    page.locator("#start-training").scroll_into_view_if_needed()
     screenshot(page, "pretraining-eta")
     page.wait_for_function("document.querySelectorAll('#losses li').length >= 2", timeout=120_000)
     page.click("#start-training")  # Start is Cancel while the run goes
@@ -263,6 +265,7 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     page.click("#start-training")
     wait_text(page, "#run-state", r"^pretrain succeeded$", timeout_s=300)
     after = _loss_points(page)
+    page.locator("#losses").scroll_into_view_if_needed()
     screenshot(page, "pretraining-resumed")
     assert [s for s, _ in after] == list(range(saved + 1, steps + 1)), (saved, after)
     assert all(np.isfinite([v for _, v in after]))
@@ -293,6 +296,7 @@ def test_finetuning_from_the_page_shows_live_loss_and_dice(studio):
                 "cancel":
             live = _loss_points(page)
         page.wait_for_timeout(100)
+    page.locator("#dices").scroll_into_view_if_needed()
     screenshot(page, "finetuning")
     losses, dices = _loss_points(page), _loss_points(page, "#dices li")
     assert live and live[0][0] == 1, live

@@ -51,11 +51,11 @@ def build_ui(studio: Studio) -> Any:
             with html.Div(classes="d-flex px-4 text-caption"):
                 html.Label("Device", classes="mr-2")
                 _select("device", "device", [(d, d) for d in DEVICES])
+            _run_bar(ctrl)
             with v3.VExpansionPanels(multiple=True, model_value=("open_panels", [0, 1, 2])):
                 _segment_panel(ctrl, chunk_trigger)
                 _see_panel(ctrl)
                 _train_panel(ctrl)
-            _run_bar(ctrl)
         with layout.content:
             with html.Div(style="height: calc(100vh - 100px); width: 100%;", id="views"):
                 studio.layout_manager.initialize_layout_grid(layout)
@@ -203,7 +203,8 @@ def _train_panel(ctrl: Any) -> None:
 
 
 def _run_bar(ctrl: Any) -> None:
-    with html.Div(classes="pa-2"):
+    """The running job's progress, ETA and status with Cancel, kept at the top of the drawer while it scrolls."""
+    with html.Div(classes="pa-2", style="position: sticky; top: 0; z-index: 2; background: white;"):
         v3.VProgressLinear(model_value=("progress",), height=8, id="progress")
         html.Div("{{ labels.progress }}", id="progress-text", classes="text-caption")
         html.Div("{{ labels.status }}", id="run-state", classes="text-caption", v_show="labels.status")

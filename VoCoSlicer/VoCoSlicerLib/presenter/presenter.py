@@ -35,7 +35,7 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         self.tab = TAB_PRETRAIN
         self.running: str | None = None  # "segment", "pretrain" or "finetune" while a run goes
         self.progress: float | None = None
-        self.texts: dict[str, str] = {"progress": "", "loss": "-", "dice": "-", "status": ""}
+        self.texts: dict[str, str] = {"progress": "", "loss": "-", "dice": "-", "status": "", "grid": ""}
         self.curves = Curves()  # loss and Dice per step of the latest training run
         self.gpu: dict | None = None
         self._settings_cache: dict[Any, dict] = {}
@@ -92,7 +92,7 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         if process is not None and process.state is RunState.RUNNING and process.depends_on_scene:
             self.cancel()
         self._grid_drawn = None
-        self.texts.pop("grid", None)
+        self.texts["grid"] = ""
 
     def scene_closed(self, state: Any) -> None:
         """The new scene's state (a fresh parameter node)."""
