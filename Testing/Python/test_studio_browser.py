@@ -83,6 +83,11 @@ def _import(page, package) -> str:
     return page.input_value("#model")
 
 
+def _run_end(page, kind: str, timeout_s: float) -> str:
+    """The presenter's status line once the ``kind`` run has ended, whichever way."""
+    return wait_text(page, "#run-state", rf"^{kind} (succeeded|failed|cancelled)$", timeout_s=timeout_s)
+
+
 def _button_text(page, selector: str) -> str:
     return page.inner_text(selector).strip().lower()
 
@@ -168,7 +173,7 @@ def _segment_fast(page, tmp, name: str = "fast") -> None:
     model = _package(tmp / f"{name}.vocomodel", spacing=6.0, overlap=0.25, everywhere=1)
     _import(page, model)
     page.click("#apply")
-    wait_text(page, "#run-state", r"^segment succeeded$", timeout_s=300)
+    assert _run_end(page, "segment", 300) == "segment succeeded", page.inner_text("#error")
 
 
 def test_segment_shows_overlay_and_saves_without_overwriting(studio):
@@ -221,7 +226,7 @@ def test_apply_turns_into_cancel_which_ends_the_run_within_5_s(studio):
         "Stop the segmentation."
     start = time.monotonic()
     page.click("#apply")
-    wait_text(page, "#run-state", r"^segment cancelled$", timeout_s=10)
+    assert _run_end(page, "segment", 10) == "segment cancelled", page.inner_text("#error")
     gone, alive = psutil.wait_procs(tree, timeout=max(0.1, 5.0 - (time.monotonic() - start)))
     assert not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert time.monotonic() - start < 5.0
@@ -244,13 +249,13 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     page.click("#start-training")
     # the ETA line while it runs: the step reached and the time left that vococore's progress reports
     eta = wait_text(page, "#progress-text", rf"^pretrain [1-{steps - 1}]/{steps}, about \d+ (s|min) left$",
-                    timeout_s=300)
+                    timeout_s=180)
     assert _button_text(page, "#start-training") == "cancel" and page.inner_text("#run-state") == ""
     page.locator("#start-training").scroll_into_view_if_needed()
     screenshot(page, "pretraining-eta")
     page.wait_for_function("document.querySelectorAll('#losses li').length >= 2", timeout=120_000)
     page.click("#start-training")  # Start is Cancel while the run goes
-    wait_text(page, "#run-state", r"^pretrain cancelled$", timeout_s=10)
+    assert _run_end(page, "pretrain", 10) == "pretrain cancelled", page.inner_text("#error")
     before = _loss_points(page)
     saved = int(load_checkpoint(out / "checkpoints" / "last.pt")["step"])
     assert 2 <= len(before) and [s for s, _ in before] == list(range(1, len(before) + 1)), before
@@ -263,7 +268,7 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     page.check("#resume")
     wait_text(page, "#start-training-reason", r"^Start in the background\.$")
     page.click("#start-training")
-    wait_text(page, "#run-state", r"^pretrain succeeded$", timeout_s=300)
+    assert _run_end(page, "pretrain", 300) == "pretrain succeeded", page.inner_text("#error")
     after = _loss_points(page)
     page.locator("#losses").scroll_into_view_if_needed()
     screenshot(page, "pretraining-resumed")
@@ -289,14 +294,14 @@ def test_finetuning_from_the_page_shows_live_loss_and_dice(studio):
     page.click("#start-training")
     live = None  # the loss list while the run still goes (Start shows Cancel)
     deadline = time.monotonic() + 300
-    while page.inner_text("#run-state") != "finetune succeeded":
-        assert time.monotonic() < deadline and "failed" not in page.inner_text("#run-state"), \
-            page.inner_text("#error")
+    while not page.inner_text("#run-state").startswith("finetune "):  # succeeded, failed or cancelled
+        assert time.monotonic() < deadline, page.inner_text("#progress-text")
         if live is None and page.query_selector_all("#losses li") and _button_text(page, "#start-training") == \
                 "cancel":
             live = _loss_points(page)
         page.wait_for_timeout(100)
     page.locator("#dices").scroll_into_view_if_needed()
+    assert page.inner_text("#run-state") == "finetune succeeded", page.inner_text("#error")
     screenshot(page, "finetuning")
     losses, dices = _loss_points(page), _loss_points(page, "#dices li")
     assert live and live[0][0] == 1, live
