@@ -83,6 +83,12 @@ def _import(page, package) -> str:
     return page.input_value("#model")
 
 
+def _start_run(page, selector: str) -> None:
+    """Click a button that starts a run and wait until the page shows it going (the last run's status cleared)."""
+    page.click(selector)
+    wait_text(page, "#run-state", r"^$", timeout_s=30)
+
+
 def _run_end(page, kind: str, timeout_s: float) -> str:
     """The presenter's status line once the ``kind`` run has ended, whichever way."""
     return wait_text(page, "#run-state", rf"^{kind} (succeeded|failed|cancelled)$", timeout_s=timeout_s)
@@ -172,7 +178,7 @@ def _segment_fast(page, tmp, name: str = "fast") -> None:
     """Segment the input CT from the page with a model that votes label 1 everywhere (known overlay)."""
     model = _package(tmp / f"{name}.vocomodel", spacing=6.0, overlap=0.25, everywhere=1)
     _import(page, model)
-    page.click("#apply")
+    _start_run(page, "#apply")
     assert _run_end(page, "segment", 300) == "segment succeeded", page.inner_text("#error")
 
 
@@ -218,7 +224,7 @@ def test_apply_turns_into_cancel_which_ends_the_run_within_5_s(studio):
 
     page, tmp = studio.page, studio.tmp
     _import(page, _package(tmp / "slow.vocomodel", spacing=1.0, overlap=0.9))
-    page.click("#apply")
+    _start_run(page, "#apply")
     wait_text(page, "#progress-text", r"infer|preprocess|\d+/\d+", timeout_s=180)
     pid = int(wait_text(page, "#run-pid", r"\d+"))
     tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -246,7 +252,7 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     _fill(page, "#pretrain-output", str(out))
     _fill(page, "#pretrain-steps", str(steps))
     wait_text(page, "#label-train-output", re.escape(str(out)))
-    page.click("#start-training")
+    _start_run(page, "#start-training")
     # the ETA line while it runs: the step reached and the time left that vococore's progress reports
     eta = wait_text(page, "#progress-text", rf"^pretrain [1-{steps - 1}]/{steps}, about \d+ (s|min) left$",
                     timeout_s=180)
@@ -267,7 +273,7 @@ def test_pretraining_losses_and_eta_then_cancel_and_resume_from_the_checkpoint(s
     assert page.is_disabled("#start-training")
     page.check("#resume")
     wait_text(page, "#start-training-reason", r"^Start in the background\.$")
-    page.click("#start-training")
+    _start_run(page, "#start-training")
     assert _run_end(page, "pretrain", 300) == "pretrain succeeded", page.inner_text("#error")
     after = _loss_points(page)
     page.locator("#losses").scroll_into_view_if_needed()
@@ -291,7 +297,7 @@ def test_finetuning_from_the_page_shows_live_loss_and_dice(studio):
     _fill(page, "#finetune-output", str(tmp / "finetune"))
     _fill(page, "#finetune-steps", "3")
     wait_text(page, "#start-training-reason", r"^Start in the background\.$")
-    page.click("#start-training")
+    _start_run(page, "#start-training")
     live = None  # the loss list while the run still goes (Start shows Cancel)
     deadline = time.monotonic() + 300
     while not page.inner_text("#run-state").startswith("finetune "):  # succeeded, failed or cancelled
