@@ -27,7 +27,7 @@ def build_ui(studio: Studio) -> Any:
         if files:
             received.extend(files)
         elif received:
-            studio._guard(studio.load_upload, list(received))
+            g(studio.load_upload)(list(received))
             received.clear()
 
     chunk_trigger = server.trigger_name(upload_chunk)
@@ -142,7 +142,8 @@ def _see_panel(ctrl: Any) -> None:
             _reason("predict", "predict-reason")
             _label("position")
             html.Div("target centre (RAS mm): {{ click_ras }}", id="click-ras", v_show="click_ras")
-            with html.Table(id="positions", v_show="positions.length", classes="text-caption"):
+            with html.Table(id="positions", v_show="positions.length", classes="text-caption",
+                            style="border-spacing: 10px 0;"):
                 with html.Tr():
                     for head in ("base", "i", "j", "predicted", "true"):
                         html.Th(head)
