@@ -64,7 +64,8 @@ def studio_server(tmp_path: Path, *args: str, timeout_s: float = 180.0):
     """Run ``python -m VoCoStudio ARGS`` until the block ends; yields (process, url printed at start)."""
     log = open(tmp_path / "studio.log", "w+")
     env = studio_env(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "VoCoStudio", "--work-dir", str(tmp_path / "work"), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "VoCoStudio", "--work-dir", str(tmp_path / "work"),
+                             "--models-dir", str(tmp_path / "models"), *args],  # imports never reach ~/.cache
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline, url = time.monotonic() + timeout_s, None

@@ -4,6 +4,7 @@ point, predict; the grid following volume and recipe; device and estimates follo
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -138,12 +139,13 @@ def test_grid_follows_the_input_volume_and_the_recipe(presenter, mrml, sample):
 
     first, second = _load(mrml, sample, node_name="A"), _load(mrml, sample, node_name="B")
     presenter.state.inputVolume, presenter.state.recipe = first, "small"
+    assert presenter.view().labels["grid"] == ""
     presenter.show_grid(True)  # the preprocessing that places the grid runs on a worker thread, not here
     assert grid.grid_nodes(mrml.scene, first) == [] and presenter.running is None
     assert presenter.view().labels["grid"] == "Preprocessing 'A' as the small recipe does, to place its grid..."
     presenter.wait_for_grid()
     rois = grid.grid_nodes(mrml.scene, first)
-    assert len(rois) == 9 and presenter.view().labels["grid"] == ""
+    assert len(rois) == 9 and presenter.view().labels["grid"] == "9 base crops of the small recipe on 'A'."
     _, expected = _expected_boxes(nodes.volume_from_node(first), "small")  # where the preprocessing puts them
     for roi, (center, size) in zip(rois, expected):
         np.testing.assert_allclose(roi.GetCenterWorld(), center, atol=1e-3)
@@ -159,8 +161,10 @@ def test_grid_follows_the_input_volume_and_the_recipe(presenter, mrml, sample):
     presenter.state_changed()
     _run_until(presenter, lambda: presenter._grid_job is None)  # the module's timer draws the grid
     assert grid.grid_nodes(mrml.scene, first) == [] and len(grid.grid_nodes(mrml.scene, second)) == 9
+    assert presenter.view().labels["grid"] == "9 base crops of the small recipe on 'B'."
     presenter.show_grid(False)
     assert mrml.scene.GetNodesByClass("vtkMRMLMarkupsROINode").GetNumberOfItems() == 0
+    assert presenter.view().labels["grid"] == ""
 
 
 def test_device_auto_says_why_the_gpu_is_refused_and_gives_the_cpu_estimate(presenter, mrml, sample):
@@ -233,6 +237,10 @@ def test_pretraining_on_loaded_volumes_under_a_per_user_folder_survives_scene_cl
     _run_until(presenter, lambda: presenter.running is None, timeout_s=300)
     assert presenter.texts["status"] == "pretrain succeeded", presenter.errors
     assert (out / "checkpoints" / "last.pt").is_file() and len(list((out / "data").glob("*.nii.gz"))) == 2
+    # the loss curve: the run's one step, the value its metrics.jsonl records and the loss label shows
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert presenter.view().curves == {"loss": [(1, logged[-1]["total"])], "dice": []}
+    assert presenter.texts["loss"] == f"{logged[-1]['total']:.4g}"
     assert list((tmp_path / "work").iterdir()) == []
     # resuming is offered only with the folder chosen and a checkpoint in it
     presenter.state.recipe, presenter.state.pretrainData = "small", Path(out / "data")

@@ -39,6 +39,16 @@ def fill_table(table: Any, predicted: Sequence[float], true: Sequence[float], gr
     return table
 
 
+def table_values(table: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted and true overlap columns of a table made by :func:`fill_table` (VoCo Studio lists them)."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    data = table.GetTable()
+    columns = {data.GetColumn(c).GetName(): data.GetColumn(c) for c in range(data.GetNumberOfColumns())}
+    return (vtk_to_numpy(columns["predicted overlap"]).astype(np.float64),
+            vtk_to_numpy(columns["true overlap"]).astype(np.float64))
+
+
 def show_positions(scene: Any, volume_node: Any, predicted: Sequence[float], true: Sequence[float],
                    grid: int) -> tuple[Any, Any]:
     """Table and bar chart for ``volume_node``'s latest prediction; re-used (never a user's node) on later calls."""

@@ -19,6 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample", default="TotalSegCTSmall",
                         help="registered CT sample loaded at start ('' for none)")
     parser.add_argument("--work-dir", default=None, help="folder for exported inputs and run outputs")
+    parser.add_argument("--models-dir", default=None,
+                        help="folder of downloaded and imported models (default: vococore's model cache)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = get_server(client_type="vue3")
     server.enable_module(trame_slicer_module)
-    studio = Studio(server, work_dir=args.work_dir)
+    studio = Studio(server, work_dir=args.work_dir, models_dir=args.models_dir)
     build_ui(studio)
     studio.start_layout()
     token = access.new_token() if access.needs_token(args.host) else None
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def connected(**_) -> None:
         # the views stream only once a page is connected: loading earlier leaves them blank
-        if sample is not None and studio.volume_node is None:
+        if sample is not None and studio.module.inputVolume is None:
             with server.state:
                 studio.load_file(sample)
 

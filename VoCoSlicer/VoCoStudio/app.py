@@ -1,5 +1,8 @@
-"""The studio's state and actions: one trame-slicer scene with an axial and a 3D view, driven by VoCoSlicerLib's
-Qt-free :class:`VoCoLogic` (the same logic the Slicer widget calls); the page (``ui.py``) only binds to these."""
+"""The studio's state and actions: one trame-slicer scene with an axial and a 3D view, driven by the Qt-free
+:class:`VoCoSlicerLib.presenter.Presenter`, as the Slicer widget is. The presenter decides what is enabled and why,
+every label, estimate and progress text, and what Apply, Start, Cancel, the grid and Predict do; this class only
+copies the page's inputs into the presenter's :class:`ModuleState`, renders the presenter's view into trame state,
+and does what only a web page has to (loading files, streaming views, saving). The page (``ui.py``) binds to it."""
 
 from __future__ import annotations
 
@@ -12,20 +15,28 @@ from typing import Any
 import numpy as np
 
 from vococore.utils.errors import VoCoError
-from VoCoSlicerLib import nodes
+from VoCoSlicerLib import nodes, position
 from VoCoSlicerLib.logic import VoCoLogic
-from VoCoSlicerLib.parameters import FinetuneParameters, PretrainParameters, SegmentParameters
-from VoCoSlicerLib.runner import ProgressEvent, RunState
+from VoCoSlicerLib.presenter import ModuleState, Presenter, path_text
+from VoCoSlicerLib.registry import ModelRegistry
 from VoCoStudio import access
 
 POLL_S = 0.25  # how often the page's timer drains the background run's output
 POSITION_SEED = 0  # an untrained position model is built from this seed, so a test can rebuild the same one
+# the ModuleState fields the page edits, by kind (nodes travel as MRML node IDs, "" for none)
+TEXT_FIELDS = ("model", "device", "recipe", "positionCheckpoint", "pretrainData", "pretrainOutput",
+               "finetuneWeights", "finetuneOutput", "finetuneNetwork")
+FLAG_FIELDS = ("showGrid", "resume")
+COUNT_FIELDS = ("pretrainSteps", "finetuneSteps")
+NODE_FIELDS = ("inputVolume", "finetuneVolume", "finetuneSegmentation")
+FIELDS = TEXT_FIELDS + FLAG_FIELDS + COUNT_FIELDS + NODE_FIELDS
 
 
 class Studio:
     """Everything the web page can do, on one MRML scene of a trame-slicer ``SlicerApp``."""
 
-    def __init__(self, server: Any, work_dir: str | Path | None = None) -> None:
+    def __init__(self, server: Any, work_dir: str | Path | None = None,
+                 models_dir: str | Path | None = None) -> None:
         import slicer
         from trame_slicer.core import LayoutManager, SlicerApp
         from trame_slicer.rca_view import register_rca_factories
@@ -44,19 +55,94 @@ class Studio:
             volumes=types.SimpleNamespace(logic=lambda: self.app.volumes_logic),
             markups=types.SimpleNamespace(logic=lambda: self.app.markups_logic))
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="VoCoStudio-"))
-        self.logic = VoCoLogic(self.app.scene, work_dir=self.work_dir, on_progress=self._on_progress,
+        self.logic = VoCoLogic(self.app.scene, registry=ModelRegistry(cache_dir=models_dir), work_dir=self.work_dir,
                                on_log=self._on_log)
-        self.volume_node: Any = None
-        self.segmentation_node: Any = None
-        self.position_model: Any = None
+        self.module = ModuleState()
+        self.presenter = Presenter(self.module, self.logic, on_change=self.render, on_error=self._on_error,
+                                   runs_dir=self.work_dir / "runs")
+        self.segmentation_node: Any = None  # the latest segmentation result, shown and saved
+        self._shown_volume: Any = None
+        self._gpu_known = False
         self._click_observer: tuple[Any, int] | None = None
         self.state.update(dict(
-            message="", error="", volume_name="", ct_path="", sample_name="TotalSegCTSmall", model_path="",
-            running=False, run_kind="", progress=0.0, progress_text="", eta="", run_state="",
-            seg_output="", overwrite=False, saved_path="", has_segmentation=False,
-            recipe="small", grid_count=0, click_ras=None, positions=[], checkpoint="",
-            train_kind="pretrain", train_data="", train_output="", train_steps=3, train_resume=False,
-            losses=[], loss_svg="", dices=[], pid=None))
+            message="", error="", ct_path="", sample_name="TotalSegCTSmall", import_path="", seg_output="",
+            overwrite=False, saved_path="", has_segmentation=False, click_ras=None, positions=[], train_tab=0,
+            run_pid=None, losses=[], dices=[], loss_svg=""))
+        self.render()
+        self.state.change(*FIELDS)(lambda **_: self._guard(self.take_inputs))
+        self.state.change("train_tab")(lambda train_tab, **_: self._guard(self.presenter.set_tab, int(train_tab)))
+
+    # --- the presenter's view on the page --------------------------------------------------------------------------
+    def render(self) -> None:
+        """Show the presenter's view: each action's enabled flag, reason and text, every label, progress, curves;
+        and the state's current inputs (the presenter may change them, e.g. importing a model chooses it)."""
+        view = self.presenter.view()
+        volumes = self.presenter.loaded_volumes()
+        segmentations = self.app.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+        curves = view.curves
+        losses = [dict(step=s, loss=round(v, 5)) for s, v in curves.get("loss", [])]
+        self.state.update(dict(
+            actions={k: dict(enabled=a.enabled, reason=a.reason, text=a.text) for k, a in view.actions.items()},
+            labels=dict(view.labels), running=view.running or "",
+            progress=0.0 if view.progress is None else round(100 * view.progress, 1),
+            models=[dict(value=i, text=t) for i, t in view.models],
+            volume_items=[dict(value=v.GetID(), text=v.GetName()) for v in volumes],
+            segmentation_items=[dict(value=n.GetID(), text=n.GetName()) for n in
+                                (segmentations.GetItemAsObject(i) for i in range(segmentations.GetNumberOfItems()))],
+            losses=losses, loss_svg=_loss_svg([p["loss"] for p in losses]) if losses else "",
+            dices=[dict(step=s, dice=round(v, 4)) for s, v in curves.get("dice", [])],
+            volume_name=self.module.inputVolume.GetName() if self.module.inputVolume is not None else "",
+            run_pid=self.logic.process.pid if view.running and self.logic.process is not None else None,
+            **{name: self._to_page(name) for name in FIELDS}))
+        self._follow_display()
+
+    def take_inputs(self) -> None:
+        """Copy the page's inputs into the presenter's state; on any change, tell the presenter and re-render."""
+        changed = False
+        for name in FIELDS:
+            value = self._from_page(name, self.state[name])
+            if value != getattr(self.module, name):
+                setattr(self.module, name, value)
+                changed = True
+        if changed:
+            self.presenter.state_changed()
+            self.render()
+
+    def _to_page(self, name: str) -> Any:
+        value = getattr(self.module, name)
+        if name in NODE_FIELDS:
+            return value.GetID() if value is not None else ""
+        return path_text(value) if name in TEXT_FIELDS else value
+
+    def _from_page(self, name: str, value: Any) -> Any:
+        if name in NODE_FIELDS:
+            return self.app.scene.GetNodeByID(value) if value else None
+        if name in FLAG_FIELDS:
+            return bool(value)
+        if name in COUNT_FIELDS:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise VoCoError(f"{name}: {value!r} is not a whole number") from None
+        return str(value or "")
+
+    def _follow_display(self) -> None:
+        """The views show the input volume, and a new segmentation result as overlay and 3D surfaces."""
+        volume = self.module.inputVolume
+        if volume is not None and volume is not self._shown_volume:
+            self.app.display_manager.show_volume_in_slice_background(volume)
+            for view in self.app.view_manager.get_slice_views():
+                view.set_visible_in_3d(True)
+            self.app.display_manager.reset_views()
+            self._shown_volume = volume
+        result = self.logic.result_node
+        if result is not None and result is not self.segmentation_node and result.GetScene() is not None:
+            self.segmentation_node = result
+            result.CreateClosedSurfaceRepresentation()
+            for view in self.app.view_manager.get_views():
+                view.schedule_render()
+            self.state.update(dict(has_segmentation=True, saved_path="", message=(
+                f"Segmentation: {result.GetSegmentation().GetNumberOfSegments()} segments")))
 
     # --- views ----------------------------------------------------------------------------------------------------
     def start_layout(self) -> None:
@@ -74,17 +160,14 @@ class Studio:
 
     def slice_xy_to_ras(self, x: float, y: float) -> np.ndarray:
         """World (RAS) point under display pixel (x, y) of the axial view (VTK's origin: bottom left)."""
-        view = self._axial_view()
-        matrix = view.get_view_node().GetXYToRAS()
+        matrix = self._axial_view().get_view_node().GetXYToRAS()
         ras = [0.0, 0.0, 0.0, 1.0]
         matrix.MultiplyPoint([float(x), float(y), 0.0, 1.0], ras)
         return np.asarray(ras[:3])
 
     def _on_slice_click(self, interactor: Any, _event: str) -> None:
-        if self.volume_node is None or not self.state.grid_count:
-            return
         x, y = interactor.GetEventPosition()
-        self._guard(self.predict_at, self.slice_xy_to_ras(x, y))
+        self._guard(self.place_target, self.slice_xy_to_ras(x, y))
 
     # --- loading --------------------------------------------------------------------------------------------------
     def load_sample(self, name: str | None = None) -> None:
@@ -108,158 +191,95 @@ class Studio:
         self.load_file(Path(loaded[0]))
 
     def load_file(self, path: Path) -> None:
-        """Read ``path`` with vococore's reader (one-line errors) and show it in both views."""
+        """Read ``path`` with vococore's reader (one-line errors), add it to the scene and make it the input."""
         from vococore.io import read_volume
 
         volume = read_volume(path)
-        self._remove_data()
-        self.volume_node = nodes.node_from_volume(volume, self.app.scene, Path(path).name.split(".")[0])
-        self.segmentation_node = None
-        self.volume_node.CreateDefaultDisplayNodes()  # node_from_volume leaves display to the caller
-        self.volume_node.GetDisplayNode().SetAutoWindowLevel(True)
-        # slices in 3D rather than volume rendering: software OpenGL (a headless server) renders it too slowly
-        self.app.display_manager.show_volume_in_slice_background(self.volume_node)
-        for view in self.app.view_manager.get_slice_views():
-            view.set_visible_in_3d(True)
-        self.app.display_manager.reset_views()
-        self.state.update(dict(volume_name=self.volume_node.GetName(), grid_count=0, positions=[], click_ras=None,
-                               has_segmentation=False, saved_path="", message=f"Loaded {Path(path).name}",
-                               error=""))
+        node = nodes.node_from_volume(volume, self.app.scene, Path(path).name.split(".")[0])
+        node.CreateDefaultDisplayNodes()  # node_from_volume leaves display to the caller
+        node.GetDisplayNode().SetAutoWindowLevel(True)
+        self.module.inputVolume = node
+        self.state.update(dict(positions=[], click_ras=None, message=f"Loaded {Path(path).name}"))
+        self.presenter.state_changed()
+        self.render()
 
     # --- segment --------------------------------------------------------------------------------------------------
-    def segment(self) -> None:
-        """Run the model package at ``model_path`` on the loaded CT in the background."""
-        self._need_volume()
-        model = access.readable_file(self.state.model_path, "model package")
-        if self.logic.hide_grid(self.volume_node):  # its filled boxes would hide the overlay
-            self.state.update(dict(grid_count=0, positions=[], click_ras=None))
-        self.logic.start_segmentation(self.volume_node, SegmentParameters(model="", device="auto"),
-                                      on_finished=self._segmentation_finished, model_file=model)
-        self._run_started("segment")
+    def import_model(self) -> None:
+        """Add the ``.vocomodel`` package at the typed server path to the model list (the presenter chooses it)."""
+        self.presenter.import_model(access.readable_file(self.state.import_path, "model package"))
+        self.state.message = f"Imported model {self.module.model!r}"
 
-    def _segmentation_finished(self, state: RunState, node: Any) -> None:
-        self._run_finished(state)
-        if node is not None:
-            self.segmentation_node = node
-            node.CreateDefaultDisplayNodes()  # loaded from file without one: nothing would be drawn
-            node.CreateClosedSurfaceRepresentation()
-            for view in self.app.view_manager.get_views():
-                view.schedule_render()
-            self.state.has_segmentation = True
-            self.state.message = f"Segmentation: {node.GetSegmentation().GetNumberOfSegments()} segments"
+    def apply(self) -> None:
+        """The presenter's Apply: segment the input volume (downloading a listed model first), or cancel."""
+        self.presenter.apply(self.logic.registry.download)
 
     def save_segmentation(self) -> None:
-        """Write the segmentation to the typed ``.seg.nrrd`` path (never over a file unless asked)."""
-        if self.segmentation_node is None:
-            raise VoCoError("no segmentation yet: run Segment first")
+        """Write the latest segmentation to the typed ``.seg.nrrd`` path (never over a file unless asked)."""
+        if self.segmentation_node is None or self.segmentation_node.GetScene() is None:
+            raise VoCoError("no segmentation yet: run Apply first")
         path = access.writable_output(self.state.seg_output, bool(self.state.overwrite), ".seg.nrrd")
         saved = nodes.save_segmentation(self.segmentation_node, path, overwrite=bool(self.state.overwrite))
         self.state.update(dict(saved_path=str(saved), message=f"Saved {saved}"))
 
     # --- see what VoCo sees ---------------------------------------------------------------------------------------
-    def show_grid(self) -> None:
-        """Draw the recipe's base-crop grid where the preprocessing places it."""
-        self._need_volume()
-        rois = self.logic.show_grid(self.volume_node, self.state.recipe)
-        self.position_model = None
-        self.state.update(dict(grid_count=len(rois), message=f"{len(rois)} base crops of recipe "
-                                                              f"{self.state.recipe!r}"))
+    def place_target(self, ras: Any) -> None:
+        """Put the target point at world point ``ras`` (when the presenter allows placing) and predict there."""
+        if not self.presenter.view().actions["place_point"].enabled:
+            return
+        points = self.presenter.target_point_list()
+        points.RemoveAllControlPoints()
+        points.AddControlPointWorld(*[float(v) for v in ras])
+        self.presenter.state_changed()
+        if self.presenter.view().actions["predict"].enabled:
+            self.predict()
+        else:
+            self.render()
 
-    def predict_at(self, ras: Any) -> None:
-        """Predicted vs true overlap of a target crop centred at world point ``ras`` with each base crop."""
+    def predict(self) -> None:
+        """The presenter's Predict at the placed point; its table's rows become the page's table and bar chart."""
         import torch
 
-        self._need_volume()
-        if self.position_model is None:
-            torch.manual_seed(POSITION_SEED)
-            self.position_model = self.logic.load_position_model(self.state.checkpoint or None, self.state.recipe)
-        _, _, sub = self.logic.predict_positions(self.volume_node, ras, self.position_model)
-        grid = int(round(len(sub.true) ** 0.5))
-        self.state.update(dict(click_ras=[round(float(v), 3) for v in ras], positions=[
-            dict(base=k, i=k // grid, j=k % grid, predicted=round(float(p), 4), true=round(float(t), 4))
-            for k, (p, t) in enumerate(zip(sub.predicted, sub.true))], message="Position predicted"))
-
-    # --- train ----------------------------------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> None:
-        """Start pretraining (a CT folder) or fine-tuning (the loaded CT and its segmentation) in the background."""
-        steps = int(self.state.train_steps)
-        if self.state.train_kind == "pretrain":
-            data = Path(self.state.train_data).expanduser()
-            if not data.exists():
-                raise VoCoError(f"{data}: no such folder or datalist")
-            params = PretrainParameters(data=str(data), output_dir=self.state.train_output, recipe=self.state.recipe,
-                                        steps=steps, device="auto", resume=resume)
-            self.logic.start_pretraining(params, on_finished=self._run_finished)
-        else:
-            self._need_volume()
-            if self.segmentation_node is None:
-                raise VoCoError("fine-tuning needs a segmentation of the loaded CT (run or load one first)")
-            params = FinetuneParameters(output_dir=self.state.train_output, steps=steps, device="auto",
-                                        resume=resume)
-            self.logic.start_finetuning([(self.volume_node, self.segmentation_node)], params,
-                                        on_finished=self._run_finished)
-        self.state.update(dict(losses=[], dices=[], loss_svg=""))
-        self._run_started(self.state.train_kind)
+        torch.manual_seed(POSITION_SEED)  # an untrained model (no checkpoint chosen) is then the same every time
+        table, _ = self.presenter.predict()
+        data = table.GetTable()
+        predicted, true = position.table_values(table)
+        columns = [data.GetColumnByName(name) for name in position.COLUMNS[:3]]
+        point = [0.0, 0.0, 0.0]
+        self.module.targetPoint.GetNthControlPointPositionWorld(0, point)
+        self.state.update(dict(click_ras=[round(float(v), 3) for v in point], positions=[
+            dict(base=int(columns[0].GetValue(k)), i=int(columns[1].GetValue(k)), j=int(columns[2].GetValue(k)),
+                 predicted=round(float(p), 4), true=round(float(t), 4))
+            for k, (p, t) in enumerate(zip(predicted, true))], message="Position predicted"))
 
     # --- runs -----------------------------------------------------------------------------------------------------
     def poll(self) -> None:
-        """Deliver the background run's progress to the page (called from a timer)."""
-        process = self.logic.process
-        if process is not None:
-            process.poll()
-            if self.state.running and process.pid != self.state.pid:  # the subprocess starts after its preparation
-                self.state.pid = process.pid
+        """Deliver the background run's progress (called from a timer); re-render once the GPU check is known."""
+        self.presenter.poll()
+        if not self._gpu_known and self.presenter.gpu is not None:
+            self._gpu_known = True
+            self.render()
+        if self.state.running and self.logic.process is not None and self.state.run_pid != self.logic.process.pid:
+            self.state.run_pid = self.logic.process.pid  # the subprocess starts after its preparation
 
-    def cancel(self) -> None:
-        """Stop the current run and its whole process tree."""
-        self.logic.cancel()
-        self.poll()
-
-    def _run_started(self, kind: str) -> None:
-        process = self.logic.process
-        self.state.update(dict(running=True, run_kind=kind, progress=0.0, progress_text=f"{kind}: starting",
-                               eta="", run_state="running", pid=process.pid if process else None, error=""))
-
-    def _run_finished(self, state: RunState, *_: Any) -> None:
-        process = self.logic.process
-        error = process.error_message() if process is not None else ""
-        self.state.update(dict(running=False, run_state=state.value, pid=None, error=error.splitlines()[-1] if error else "",
-                               message=f"{self.state.run_kind} {state.value}"))
-
-    def _on_progress(self, event: ProgressEvent) -> None:
-        self.state.update(dict(progress=round(100 * event.fraction, 1), progress_text=event.describe(),
-                               eta="" if event.eta_s is None else f"{event.eta_s:.0f} s"))
-        loss = next((event.metrics[k] for k in ("loss", "total", "train_loss") if k in event.metrics), None)
-        if event.event == "progress" and loss is not None and event.stage in ("pretrain", "finetune", "train"):
-            self.state.losses = [*self.state.losses, dict(step=event.step, loss=round(float(loss), 5))]
-            self.state.loss_svg = _loss_svg([p["loss"] for p in self.state.losses])
-        dice = next((v for k, v in event.metrics.items() if "dice" in k.lower()), None)
-        if dice is not None:
-            self.state.dices = [*self.state.dices, dict(step=event.step, dice=round(float(dice), 4))]
+    def _on_error(self, title: str, details: str) -> None:
+        lines = [line for line in (details or "").splitlines() if line.strip()]
+        self.state.error = f"{title} {lines[-1]}" if lines else title
 
     def _on_log(self, line: str) -> None:
         self.state.message = line[-300:]
 
-    def _remove_data(self) -> None:
-        """Remove the previous CT, its segmentation, grid and position results (the views' own nodes stay)."""
-        if self.volume_node is not None:
-            self.logic.hide_grid(self.volume_node)
-        for node in (self.segmentation_node, self.volume_node):
-            if node is not None:
-                self.app.scene.RemoveNode(node)
-
     # --- helpers --------------------------------------------------------------------------------------------------
-    def _need_volume(self) -> None:
-        if self.volume_node is None:
-            raise VoCoError("no CT loaded: load a sample, a server path or an upload first")
+    def guarded(self, action: Any) -> Any:
+        """``action`` as a page callback: a VoCoError becomes the page's one-line error; the view is re-rendered."""
+        return lambda *args: self._guard(action, *args)
 
     def _guard(self, action: Any, *args: Any) -> None:
-        """Run a page action; a VoCoError becomes the page's one-line error instead of a traceback."""
         try:
             self.state.error = ""
             action(*args)
         except VoCoError as error:
             self.state.error = str(error)
+        self.render()
 
     def close(self) -> None:
         """Cancel any run and remove the work folder."""

@@ -1,5 +1,6 @@
 """The studio's page: a drawer with the module's three sections (Segment, See what VoCo sees, Train) beside the
-axial and 3D views. Element ids (``id=...``) are what the browser tests click and read."""
+axial and 3D views. Buttons take their enabled state, tooltip (the reason) and text from the presenter's actions
+(``actions.NAME``), texts from its labels (``labels.NAME``). Element ids are what the browser tests click and read."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ from trame.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
+from VoCoSlicerLib.parameters import DEVICES, NETWORKS, RECIPES
 from VoCoStudio.app import Studio
 
 
 def build_ui(studio: Studio) -> Any:
     """Lay out the page and bind its controls to ``studio``'s actions (errors become one page line)."""
-    server, g = studio.server, studio._guard
+    server, g = studio.server, studio.guarded
     ctrl = server.controller
-    ctrl.load_sample = lambda: g(studio.load_sample)
-    ctrl.load_path = lambda: g(studio.load_path)
+    ctrl.load_sample = g(studio.load_sample)
+    ctrl.load_path = g(studio.load_path)
     received: list[dict] = []
 
     def upload_chunk(files: list[dict]) -> None:
@@ -25,16 +27,16 @@ def build_ui(studio: Studio) -> Any:
         if files:
             received.extend(files)
         elif received:
-            g(studio.load_upload, list(received))
+            g(studio.load_upload)(list(received))
             received.clear()
 
     chunk_trigger = server.trigger_name(upload_chunk)
-    ctrl.segment = lambda: g(studio.segment)
-    ctrl.save_seg = lambda: g(studio.save_segmentation)
-    ctrl.show_grid = lambda: g(studio.show_grid)
-    ctrl.train = lambda: g(studio.train, False)
-    ctrl.resume = lambda: g(studio.train, True)
-    ctrl.cancel = lambda: g(studio.cancel)
+    ctrl.import_model = g(studio.import_model)
+    ctrl.apply = g(studio.apply)
+    ctrl.save_seg = g(studio.save_segmentation)
+    ctrl.predict = g(studio.predict)
+    ctrl.start_training = g(studio.presenter.start_training)
+    ctrl.cancel = g(studio.presenter.cancel)
     server.state.trame__title = "VoCo Studio"
 
     with SinglePageWithDrawerLayout(server, full_height=True) as layout:
@@ -44,17 +46,46 @@ def build_ui(studio: Studio) -> Any:
             html.Span("{{ volume_name }}", id="volume-name", classes="mx-2")
             html.Span("{{ message }}", id="message", classes="mx-2 text-caption")
         with layout.drawer as drawer:
-            drawer.width = 420
+            drawer.width = 440
             html.Div("{{ error }}", id="error", v_show="error", classes="text-error pa-2")
+            with html.Div(classes="d-flex px-4 text-caption"):
+                html.Label("Device", classes="mr-2")
+                _select("device", "device", [(d, d) for d in DEVICES])
+            _run_bar(ctrl)
             with v3.VExpansionPanels(multiple=True, model_value=("open_panels", [0, 1, 2])):
                 _segment_panel(ctrl, chunk_trigger)
                 _see_panel(ctrl)
                 _train_panel(ctrl)
-            _run_bar(ctrl)
         with layout.content:
             with html.Div(style="height: calc(100vh - 100px); width: 100%;", id="views"):
                 studio.layout_manager.initialize_layout_grid(layout)
     return layout
+
+
+def _button(key: str, default: str, click: Any, element_id: str, **kwargs: Any) -> None:
+    """A button showing the presenter's action ``key``: enabled flag, reason as tooltip, text (Apply -> Cancel)."""
+    v3.VBtn(f"{{{{ actions.{key}.text || '{default}' }}}}", click=click, id=element_id,
+            disabled=(f"!actions.{key}.enabled",), title=(f"actions.{key}.reason",), **kwargs)
+
+
+def _reason(key: str, element_id: str) -> None:
+    """The action's reason as visible text (a disabled button shows no tooltip on touch screens)."""
+    html.Div(f"{{{{ actions.{key}.reason }}}}", id=element_id, classes="text-caption text-medium-emphasis")
+
+
+def _label(key: str) -> None:
+    html.Div(f"{{{{ labels.{key} }}}}", id=f"label-{key.replace('_', '-')}", v_show=f"labels.{key}",
+             classes="text-caption")
+
+
+def _select(model: str, element_id: str, options: list[tuple[str, str]] | None = None, items: str = "") -> None:
+    """A native select bound to ``model``: fixed ``options`` (value, text) or the state list ``items``."""
+    with html.Select(v_model=(model,), id=element_id, style="border: 1px solid #999; padding: 2px 4px;"):
+        if items:
+            html.Option("(none)", value="")
+            html.Option("{{ item.text }}", v_for=f"item in {items}", key="item.value", value=("item.value",))
+        for value, text in options or []:
+            html.Option(text, value=value)
 
 
 def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
@@ -70,10 +101,22 @@ def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
             v3.VFileInput(label="…or upload a CT", density="compact", id="upload",
                           change=f"window.load_files_by_chunks($event.target.files, "
                                  f"{{ trigger_name: '{chunk_trigger}' }})")
-            v3.VTextField(v_model=("model_path",), label="Model package (.vocomodel)", density="compact",
-                          id="model-path")
-            v3.VBtn("Segment", click=ctrl.segment, disabled=("running",), id="segment")
-            with html.Div(classes="d-flex mt-2", v_show="has_segmentation"):
+            with html.Div(classes="d-flex align-center mb-2 text-caption"):
+                html.Label("Input CT", classes="mr-2")
+                _select("inputVolume", "input-volume", items="volume_items")
+            with html.Div(classes="d-flex align-center mb-2 text-caption"):
+                html.Label("Model", classes="mr-2")
+                _select("model", "model", items="models")
+            with html.Div(classes="d-flex"):
+                v3.VTextField(v_model=("import_path",), label="Model package on the server (.vocomodel)",
+                              density="compact", id="import-path")
+                _button("import_model", "Import", ctrl.import_model, "import-model", classes="ml-2")
+            _label("model_card")
+            _label("device")
+            _label("segment_estimate")
+            _button("apply", "Apply", ctrl.apply, "apply", color="primary")
+            _reason("apply", "apply-reason")
+            with html.Div(v_show="has_segmentation"), html.Div(classes="d-flex mt-2"):  # d-flex beats v-show
                 v3.VTextField(v_model=("seg_output",), label="Save as (.seg.nrrd)", density="compact",
                               id="seg-output")
                 v3.VCheckbox(v_model=("overwrite",), label="overwrite", density="compact", id="overwrite")
@@ -84,14 +127,23 @@ def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
 def _see_panel(ctrl: Any) -> None:
     with v3.VExpansionPanel(title="See what VoCo sees"):
         with v3.VExpansionPanelText():
-            with html.Div(classes="d-flex"):
-                v3.VSelect(v_model=("recipe",), items=("['small', 'v2', 'v1']",), label="Recipe", density="compact",
-                           id="recipe")
-                v3.VBtn("Show grid", click=ctrl.show_grid, id="show-grid", classes="ml-2")
-            html.Div("{{ grid_count }} base crops drawn; click a point in the axial view", id="grid-count",
-                     v_show="grid_count")
+            with html.Div(classes="d-flex align-center text-caption"):
+                html.Label("Recipe", classes="mr-2")
+                _select("recipe", "recipe", [(r, r) for r in RECIPES])
+                v3.VCheckbox(v_model=("showGrid",), label="Show grid", density="compact", id="show-grid",
+                             disabled=("!actions.show_grid.enabled",), title=("actions.show_grid.reason",),
+                             classes="ml-4", hide_details=True)
+            v3.VTextField(v_model=("positionCheckpoint",), label="Pretraining checkpoint (empty: untrained model)",
+                          density="compact", id="position-checkpoint")
+            _label("grid")
+            _label("position_model")
+            html.Div("{{ actions.place_point.reason }}", id="place-point-reason", classes="text-caption")
+            _button("predict", "Predict", ctrl.predict, "predict", size="small")
+            _reason("predict", "predict-reason")
+            _label("position")
             html.Div("target centre (RAS mm): {{ click_ras }}", id="click-ras", v_show="click_ras")
-            with html.Table(id="positions", v_show="positions.length", classes="text-caption"):
+            with html.Table(id="positions", v_show="positions.length", classes="text-caption",
+                            style="border-spacing: 10px 0;"):
                 with html.Tr():
                     for head in ("base", "i", "j", "predicted", "true"):
                         html.Th(head)
@@ -110,28 +162,52 @@ def _see_panel(ctrl: Any) -> None:
 def _train_panel(ctrl: Any) -> None:
     with v3.VExpansionPanel(title="Train"):
         with v3.VExpansionPanelText():
-            v3.VSelect(v_model=("train_kind",), items=("['pretrain', 'finetune']",), label="Run", density="compact",
-                       id="train-kind")
-            v3.VTextField(v_model=("train_data",), label="CT folder or datalist (pretrain)", density="compact",
-                          id="train-data")
-            v3.VTextField(v_model=("train_output",), label="Output folder", density="compact", id="train-output")
-            v3.VTextField(v_model=("train_steps",), label="Steps", type="number", density="compact",
-                          id="train-steps")
-            with html.Div(classes="d-flex"):
-                v3.VBtn("Start", click=ctrl.train, disabled=("running",), id="train")
-                v3.VBtn("Resume", click=ctrl.resume, disabled=("running",), id="resume", classes="ml-2")
+            with html.Select(v_model=("train_tab",), id="train-tab", style="border: 1px solid #999;"):
+                html.Option("Pretraining", value=("0",))
+                html.Option("Fine-tuning", value=("1",))
+            with html.Div(v_show="train_tab == 0"):
+                v3.VTextField(v_model=("pretrainData",), label="CT folder or datalist (empty: the loaded volumes)",
+                              density="compact", id="pretrain-data")
+                v3.VTextField(v_model=("pretrainOutput",), label="Output folder (empty: a new per-user folder)",
+                              density="compact", id="pretrain-output")
+                v3.VTextField(v_model=("pretrainSteps",), label="Steps", type="number", density="compact",
+                              id="pretrain-steps")
+            with html.Div(v_show="train_tab == 1", classes="text-caption"):
+                with html.Div(classes="d-flex align-center mb-2"):
+                    html.Label("Training CT", classes="mr-2")
+                    _select("finetuneVolume", "finetune-volume", items="volume_items")
+                with html.Div(classes="d-flex align-center mb-2"):
+                    html.Label("Its segmentation", classes="mr-2")
+                    _select("finetuneSegmentation", "finetune-segmentation", items="segmentation_items")
+                with html.Div(classes="d-flex align-center mb-2"):
+                    html.Label("Network", classes="mr-2")
+                    _select("finetuneNetwork", "finetune-network", [(n, n) for n in NETWORKS])
+                v3.VTextField(v_model=("finetuneWeights",), label="Pretrained weights (optional)",
+                              density="compact", id="finetune-weights")
+                v3.VTextField(v_model=("finetuneOutput",), label="Output folder (empty: a new per-user folder)",
+                              density="compact", id="finetune-output")
+                v3.VTextField(v_model=("finetuneSteps",), label="Steps", type="number", density="compact",
+                              id="finetune-steps")
+            v3.VCheckbox(v_model=("resume",), label="Resume from the output folder's last checkpoint",
+                         density="compact", id="resume", hide_details=True)
+            _label("train_estimate")
+            _label("train_data")
+            _label("train_output")
+            _button("start_training", "Start", ctrl.start_training, "start-training", color="primary")
+            _reason("start_training", "start-training-reason")
+            html.Div("loss {{ labels.loss }} · Dice {{ labels.dice }}", id="latest-metrics", classes="text-caption")
             html.Div(v_html=("loss_svg",), id="loss-curve", v_show="losses.length")
             with html.Ul(id="losses", classes="text-caption"):
                 html.Li("step {{ p.step }}: loss {{ p.loss }}", v_for="p in losses", key="p.step", classes="loss")
             with html.Ul(id="dices", classes="text-caption"):
-                html.Li("step {{ p.step }}: Dice {{ p.dice }}", v_for="p in dices", key="p.step")
+                html.Li("step {{ p.step }}: Dice {{ p.dice }}", v_for="p in dices", key="p.step", classes="dice")
 
 
 def _run_bar(ctrl: Any) -> None:
-    with html.Div(classes="pa-2"):
+    """The running job's progress, ETA and status with Cancel, kept at the top of the drawer while it scrolls."""
+    with html.Div(classes="pa-2", style="position: sticky; top: 0; z-index: 2; background: white;"):
         v3.VProgressLinear(model_value=("progress",), height=8, id="progress")
-        html.Div("{{ progress_text }}", id="progress-text", classes="text-caption")
-        html.Div("ETA {{ eta }}", id="eta", v_show="eta", classes="text-caption")
-        html.Div("{{ run_kind }}: {{ run_state }}", id="run-state", classes="text-caption", v_show="run_state")
-        html.Div("{{ pid }}", id="run-pid", style="display: none")
-        v3.VBtn("Cancel", click=ctrl.cancel, disabled=("!running",), id="cancel", color="error")
+        html.Div("{{ labels.progress }}", id="progress-text", classes="text-caption")
+        html.Div("{{ labels.status }}", id="run-state", classes="text-caption", v_show="labels.status")
+        html.Div("{{ run_pid }}", id="run-pid", style="display: none")
+        _button("cancel", "Cancel", ctrl.cancel, "cancel", color="error")

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from VoCoSlicerLib.presenter.curves import DICE_METRICS, LOSS_METRICS, Curves
 from VoCoSlicerLib.presenter.see import SeeSection
 from VoCoSlicerLib.presenter.segment import SegmentSection
 from VoCoSlicerLib.presenter.train import TAB_FINETUNE, TAB_PRETRAIN, TrainSection
@@ -34,7 +35,8 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         self.tab = TAB_PRETRAIN
         self.running: str | None = None  # "segment", "pretrain" or "finetune" while a run goes
         self.progress: float | None = None
-        self.texts: dict[str, str] = {"progress": "", "loss": "-", "dice": "-", "status": ""}
+        self.texts: dict[str, str] = {"progress": "", "loss": "-", "dice": "-", "status": "", "grid": ""}
+        self.curves = Curves()  # loss and Dice per step of the latest training run
         self.gpu: dict | None = None
         self._settings_cache: dict[Any, dict] = {}
         self._grid_drawn: tuple[Any, str] | None = None  # (volume node, recipe) of the grid on screen
@@ -65,7 +67,8 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         self._see_view(actions, labels)
         self._train_view(actions, labels)
         return ViewState(actions=actions, labels=labels, progress=self.progress, running=self.running,
-                         models=[(e.id, e.title) for e in self.logic.registry.entries()])
+                         models=[(e.id, e.title) for e in self.logic.registry.entries()],
+                         curves=self.curves.as_lists())
 
     # --- events ---------------------------------------------------------------------------------------------------
     def state_changed(self) -> None:
@@ -90,6 +93,7 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
         if process is not None and process.state is RunState.RUNNING and process.depends_on_scene:
             self.cancel()
         self._grid_drawn = self._grid_job = None
+        self.texts["grid"] = ""
 
     def scene_closed(self, state: Any) -> None:
         """The new scene's state (a fresh parameter node)."""
@@ -100,6 +104,7 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
     def _run_started(self, kind: str) -> None:
         self.running, self.progress = kind, 0.0
         self.texts.update(progress=f"{kind}: starting", status="", loss="-", dice="-")
+        self.curves = Curves()
         self._changed()
 
     def _run_finished(self, state: RunState) -> None:
@@ -113,10 +118,11 @@ class Presenter(SegmentSection, SeeSection, TrainSection):
     def _on_progress(self, event: ProgressEvent) -> None:
         self.progress = event.fraction
         self.texts["progress"] = event.describe()
-        if "total" in event.metrics or "loss" in event.metrics:
-            self.texts["loss"] = event.metric_text("total", "loss")
-        if "mean_dice" in event.metrics:
-            self.texts["dice"] = event.metric_text("mean_dice")
+        if any(name in event.metrics for name in LOSS_METRICS):
+            self.texts["loss"] = event.metric_text(*LOSS_METRICS)
+        if any(name in event.metrics for name in DICE_METRICS):
+            self.texts["dice"] = event.metric_text(*DICE_METRICS)
+        self.curves.record(event)
         self._changed()
 
     def _changed(self) -> None:

@@ -108,8 +108,9 @@ class SeeSection:
             self.texts["grid"] = f"No grid for '{volume.GetName()}': {exc}"
         else:
             if volume.GetScene() is not None:
-                self.logic.draw_grid(geometry, volume)
+                rois = self.logic.draw_grid(geometry, volume)
                 self._grid_drawn = (volume, recipe)
+                self.texts["grid"] = f"{len(rois)} base crops of the {recipe} recipe on '{volume.GetName()}'."
         self._changed()
 
     def wait_for_grid(self, timeout_s: float = 120.0) -> None:

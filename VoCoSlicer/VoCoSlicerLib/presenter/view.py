@@ -18,13 +18,15 @@ class Action:
 
 @dataclass(frozen=True)
 class ViewState:
-    """Everything to render; ``progress`` is 0..1 while a run goes, else None; ``running`` its kind."""
+    """Everything to render; ``progress`` is 0..1 while a run goes, else None; ``running`` its kind; ``curves``
+    the latest training run's ``{"loss": [(step, value)], "dice": [...]}``."""
 
     actions: dict[str, Action]
     labels: dict[str, str]
     progress: float | None = None
     running: str | None = None
     models: list[tuple[str, str]] = field(default_factory=list)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 @dataclass
