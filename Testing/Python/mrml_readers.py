@@ -28,13 +28,11 @@ def segment_voxels(segmentation_node: Any, segment_name: str, reference: Volume)
 
 
 def table_values(table: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The "predicted overlap" and "true overlap" columns of a table node, as float arrays."""
-    from vtk.util.numpy_support import vtk_to_numpy
-
+    """The "predicted overlap" and "true overlap" columns of a table node, read cell by cell by column name."""
     data = table.GetTable()
-    columns = {data.GetColumn(c).GetName(): data.GetColumn(c) for c in range(data.GetNumberOfColumns())}
-    return (vtk_to_numpy(columns["predicted overlap"]).astype(np.float64),
-            vtk_to_numpy(columns["true overlap"]).astype(np.float64))
+    rows = range(data.GetNumberOfRows())
+    return tuple(np.array([data.GetValueByName(r, name).ToDouble() for r in rows])
+                 for name in ("predicted overlap", "true overlap"))
 
 
 def read_seg_nrrd(scene: Any, path: str | Path) -> Any:
