@@ -234,3 +234,21 @@ def small_filesystems(root: Path) -> dict[str, Path] | None:
 def unmount(paths: list[Path]) -> None:
     for path in paths:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)  # lazy: a child may hold a file open
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` (mount's syntax, e.g. 128m) on ``path``; False where that needs root we lack."""
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def shrink_tmpfs(path: Path, free_bytes: int) -> None:
+    """Resize the tmpfs on ``path`` to what it holds now plus ``free_bytes``: later writes beyond that fail."""
+    st = os.statvfs(path)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={(used + free_bytes) // 1024}k", str(path)], check=True,
+                   capture_output=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_inputs import build, small_filesystems, unmount
+from corpus_inputs import build, mount_tmpfs, shrink_tmpfs, small_filesystems, unmount
 
 HERE = Path(__file__).resolve().parent
 
@@ -244,3 +244,44 @@ def test_bad_input_gets_one_line(corpus, case, tmp_path):
         script = shutil.which("vococore", path=str(Path(sys.executable).parent))
         proc = subprocess.run([script, *argv], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert (proc.returncode, proc.stderr.strip()) == (rc, lines[0]), name
+
+
+# A training run whose disk fills up at a checkpoint: the first call writes checkpoints/last.pt, then the tmpfs is
+# shrunk to leave half a checkpoint free (config, metrics and the write probe still fit), and the resumed call
+# fails writing the next one. (command, first call, second call)
+TRAINING_RUNS = {
+    "pretrain": ("pretrain --config pretrain_small --set output_dir={run} steps=2 checkpoint_every=1 "
+                 "tensorboard=false 'data=[sample:TotalSegCTSmall, sample:TotalSegCTSmall]'",
+                 "--stop-after 1", "--resume"),
+    "finetune": ("finetune --config finetune_small --set output_dir={run} train.checkpoint_every=1 "
+                 "train.val_every=100 'data.images=[sample:TotalSegCTSmall]' "
+                 "'data.labels=[sample:TotalSegCTSmallLabels]'", "--set train.steps=1",
+                 "--set train.steps=2 --resume"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TRAINING_RUNS))
+def test_disk_full_at_checkpoint_keeps_last(corpus, kind, tmp_path):
+    _, _, zygote = corpus
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not mount_tmpfs(disk, "128m"):
+        pytest.skip("a tmpfs needs root and mount on this machine")
+    try:
+        command, first, second = TRAINING_RUNS[kind]
+        run = disk / "run"
+        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {first}"), tmp_path)
+        assert rc == 0, stderr[-2000:]
+        last = run / "checkpoints" / "last.pt"
+        kept = hashlib.sha256(last.read_bytes()).hexdigest()
+        shrink_tmpfs(disk, last.stat().st_size // 2)
+        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {second}"), tmp_path)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert rc == 2 and "Traceback" not in stderr, (rc, stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"vococore {kind}: error: {last}: "), lines
+        assert "no space left on device" in lines[0].lower(), lines[0]
+        assert hashlib.sha256(last.read_bytes()).hexdigest() == kept  # the step-1 checkpoint, whole
+        assert [p.name for p in disk.rglob("*") if ".tmp" in p.name] == []
+        assert (run / "metrics.jsonl").read_text().count('"step": 2') >= 1  # it failed at the write, not before
+    finally:
+        unmount([disk])
