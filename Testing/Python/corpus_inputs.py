@@ -132,6 +132,17 @@ def build(root: Path, fetch) -> dict[str, Path]:
     img.set_sform(np.eye(4), 1)
     p["qform_sform"] = inputs / "qform_sform.nii.gz"
     nib.save(img, str(p["qform_sform"]))
+    no_xform = nib.Nifti1Image(data, ct.affine)  # the whole real CT with qform_code = sform_code = 0
+    no_xform.set_qform(None, code=0)
+    no_xform.set_sform(None, code=0)
+    p["no_xform"] = inputs / "no_orientation.nii.gz"
+    nib.save(no_xform, str(p["no_xform"]))
+    labels = nib.load(str(p["labels"]))
+    no_xform = nib.Nifti1Image(np.asarray(labels.dataobj), labels.affine)
+    no_xform.set_qform(None, code=0)
+    no_xform.set_sform(None, code=0)
+    p["no_xform_labels"] = inputs / "no_orientation_labels.nii.gz"
+    nib.save(no_xform, str(p["no_xform_labels"]))
     huge = np.eye(4)
     huge[0, 0] = 4000.0
     p["huge_spacing"] = _nifti(inputs / "huge_spacing.nii.gz", block, huge)
