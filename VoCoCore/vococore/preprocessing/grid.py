@@ -6,7 +6,9 @@ on the project's machine against under 2 s for the whole command without them (B
 The steps follow what MONAI 1.6 does (Orientation by nibabel's axis codes; Spacing keeps a native spacing within
 1e-3 mm of the target, maps output voxel centres onto input ones by scale alone and samples trilinearly with the
 border value outside; the crop keeps the box of scaled intensity above the threshold, or everything when nothing
-is); ``Testing/Python/test_cli_info.py`` checks the figures against the MONAI pipeline on real CT.
+is); ``Testing/Python/test_cli_info.py`` checks the figures against the MONAI pipeline on real CT. Limit: torch
+interpolates in float32 from normalised coordinates, so a box-edge voxel interpolated to within rounding of the HU
+threshold could fall on the other side here and move an edge by one voxel (not seen on the sample CT).
 """
 
 from __future__ import annotations
