@@ -178,6 +178,8 @@ CASES = [
      "refuses to unpickle", "{evil}"),
     ("pretrain-data-no-orientation", "pretrain --config pretrain_small --set output_dir={out}/run "
      "'data=[{ct}, {no_xform}]'", "carries no orientation", "{no_xform}"),
+    ("finetune-roi-too-small", "finetune --config finetune_small --set output_dir={out}/ft 'roi_size=[16, 16, 16]'",
+     "multiple of 16 of at least 32", "roi_size [16, 16, 16]"),
     ("finetune-config-missing", "finetune --config {config_missing}", "not found", "{config_missing}"),
     ("finetune-output-is-file", "finetune --config finetune_small --set output_dir={a_file}", "is a file",
      "{a_file}"),
