@@ -132,6 +132,17 @@ def build(root: Path, fetch) -> dict[str, Path]:
     img.set_sform(np.eye(4), 1)
     p["qform_sform"] = inputs / "qform_sform.nii.gz"
     nib.save(img, str(p["qform_sform"]))
+    no_xform = nib.Nifti1Image(data, ct.affine)  # the whole real CT with qform_code = sform_code = 0
+    no_xform.set_qform(None, code=0)
+    no_xform.set_sform(None, code=0)
+    p["no_xform"] = inputs / "no_orientation.nii.gz"
+    nib.save(no_xform, str(p["no_xform"]))
+    labels = nib.load(str(p["labels"]))
+    no_xform = nib.Nifti1Image(np.asarray(labels.dataobj), labels.affine)
+    no_xform.set_qform(None, code=0)
+    no_xform.set_sform(None, code=0)
+    p["no_xform_labels"] = inputs / "no_orientation_labels.nii.gz"
+    nib.save(no_xform, str(p["no_xform_labels"]))
     huge = np.eye(4)
     huge[0, 0] = 4000.0
     p["huge_spacing"] = _nifti(inputs / "huge_spacing.nii.gz", block, huge)
@@ -234,3 +245,21 @@ def small_filesystems(root: Path) -> dict[str, Path] | None:
 def unmount(paths: list[Path]) -> None:
     for path in paths:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)  # lazy: a child may hold a file open
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` (mount's syntax, e.g. 128m) on ``path``; False where that needs root we lack."""
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
+def shrink_tmpfs(path: Path, free_bytes: int) -> None:
+    """Resize the tmpfs on ``path`` to what it holds now plus ``free_bytes``: later writes beyond that fail."""
+    st = os.statvfs(path)
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={(used + free_bytes) // 1024}k", str(path)], check=True,
+                   capture_output=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_inputs import build, small_filesystems, unmount
+from corpus_inputs import build, mount_tmpfs, shrink_tmpfs, small_filesystems, unmount
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,6 +40,7 @@ CASES = [
     ("info-nan-pixdim", "info {nan_pixdim}", "not positive and finite", "{nan_pixdim}"),
     ("info-shear", "info {shear}", "direction is not a rotation", "{shear}"),
     ("info-qform-sform", "info {qform_sform}", "qform and sform disagree", "{qform_sform}"),
+    ("info-no-orientation", "info {no_xform}", "carries no orientation", "{no_xform}"),
     ("info-huge-resample", "info {huge_spacing}", "would resample to 42667x11x11 voxels", "{huge_spacing}"),
     ("info-nrrd-garbage", "info {nrrd_garbage}", "cannot read image", "{nrrd_garbage}"),
     ("info-nrrd-zero-direction", "info {nrrd_zero_dir}", "zero", "{nrrd_zero_dir}"),
@@ -89,6 +90,8 @@ CASES = [
      "damaged or truncated", "{truncated}"),
     ("infer-input-shear", "infer --model {package} --input {shear} --output {out}/a.nii.gz", "not a rotation",
      "{shear}"),
+    ("infer-input-no-orientation", "infer --model {package} --input {no_xform} --output {out}/a.nii.gz",
+     "neither qform nor sform", "{no_xform}"),
     ("infer-input-dicom-duplicate", "infer --model {package} --input {dicom_duplicate} --output {out}/a.nii.gz",
      "duplicated slice", "{dicom_duplicate}"),
     ("infer-output-is-input", "infer --model {package} --input {ct} --output {ct} --overwrite", "is the input",
@@ -113,6 +116,8 @@ CASES = [
     ("evaluate-pred-float", "evaluate --pred {float_labels} --ref {labels}", "non-integer", "{float_labels}"),
     ("evaluate-many-labels", "evaluate --pred {many_labels} --ref {labels}", "distinct values",
      "{many_labels}"),
+    ("evaluate-ref-no-orientation", "evaluate --pred {labels} --ref {no_xform_labels}",
+     "carries no orientation", "{no_xform_labels}"),
     ("evaluate-ref-missing", "evaluate --pred {labels} --ref {missing}", "no such file", "{missing}"),
     ("evaluate-negative-label", "evaluate --pred {labels} --ref {labels} --labels -1", "0..65535", "--labels"),
     ("evaluate-map-syntax", "evaluate --pred {labels} --ref {labels} --map 1-5", "FROM:TO", "--map"),
@@ -171,6 +176,10 @@ CASES = [
      "Read-only file system", "{readonly}"),
     ("pretrain-resume-unsafe", "pretrain --config pretrain_small --set output_dir={out}/run --resume {evil}",
      "refuses to unpickle", "{evil}"),
+    ("pretrain-data-no-orientation", "pretrain --config pretrain_small --set output_dir={out}/run "
+     "'data=[{ct}, {no_xform}]'", "carries no orientation", "{no_xform}"),
+    ("finetune-roi-too-small", "finetune --config finetune_small --set output_dir={out}/ft 'roi_size=[16, 16, 16]'",
+     "multiple of 16 of at least 32", "roi_size [16, 16, 16]"),
     ("finetune-config-missing", "finetune --config {config_missing}", "not found", "{config_missing}"),
     ("finetune-output-is-file", "finetune --config finetune_small --set output_dir={a_file}", "is a file",
      "{a_file}"),
@@ -244,3 +253,44 @@ def test_bad_input_gets_one_line(corpus, case, tmp_path):
         script = shutil.which("vococore", path=str(Path(sys.executable).parent))
         proc = subprocess.run([script, *argv], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert (proc.returncode, proc.stderr.strip()) == (rc, lines[0]), name
+
+
+# A training run whose disk fills up at a checkpoint: the first call writes checkpoints/last.pt, then the tmpfs is
+# shrunk to leave half a checkpoint free (config, metrics and the write probe still fit), and the resumed call
+# fails writing the next one. (command, first call, second call)
+TRAINING_RUNS = {
+    "pretrain": ("pretrain --config pretrain_small --set output_dir={run} steps=2 checkpoint_every=1 "
+                 "tensorboard=false 'data=[sample:TotalSegCTSmall, sample:TotalSegCTSmall]'",
+                 "--stop-after 1", "--resume"),
+    "finetune": ("finetune --config finetune_small --set output_dir={run} train.checkpoint_every=1 "
+                 "train.val_every=100 'data.images=[sample:TotalSegCTSmall]' "
+                 "'data.labels=[sample:TotalSegCTSmallLabels]'", "--set train.steps=1",
+                 "--set train.steps=2 --resume"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TRAINING_RUNS))
+def test_disk_full_at_checkpoint_keeps_last(corpus, kind, tmp_path):
+    _, _, zygote = corpus
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not mount_tmpfs(disk, "128m"):
+        pytest.skip("a tmpfs needs root and mount on this machine")
+    try:
+        command, first, second = TRAINING_RUNS[kind]
+        run = disk / "run"
+        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {first}"), tmp_path)
+        assert rc == 0, stderr[-2000:]
+        last = run / "checkpoints" / "last.pt"
+        kept = hashlib.sha256(last.read_bytes()).hexdigest()
+        shrink_tmpfs(disk, last.stat().st_size // 2)
+        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {second}"), tmp_path)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert rc == 2 and "Traceback" not in stderr, (rc, stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"vococore {kind}: error: {last}: "), lines
+        assert "no space left on device" in lines[0].lower(), lines[0]
+        assert hashlib.sha256(last.read_bytes()).hexdigest() == kept  # the step-1 checkpoint, whole
+        assert [p.name for p in disk.rglob("*") if ".tmp" in p.name] == []
+        assert (run / "metrics.jsonl").read_text().count('"step": 2') >= 1  # it failed at the write, not before
+    finally:
+        unmount([disk])

@@ -114,3 +114,42 @@ def test_several_series_in_one_folder_pick_largest_or_by_uid(sample, tmp_path, c
     assert vol.shape == (512, 512, 20) and "2 DICOM series" in caplog.text
     small_uid = next(uid for uid, files in series.items() if len(files) == 3)
     assert read_volume(tmp_path, series_uid=small_uid).shape == (512, 512, 3)
+
+
+def test_nifti_without_qform_or_sform_is_refused_as_readers_disagree(sample, tmp_path):
+    # Why it is refused: on the real CT with both codes cleared, nibabel, ITK and Slicer's own NIfTI reader do not
+    # agree where the voxels are, so any label we wrote for it could come out mirrored in Slicer.
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from vococore.utils.errors import VoCoError
+
+    ct = nib.load(str(sample("TotalSegCTSmall")))
+    img = nib.Nifti1Image(np.asarray(ct.dataobj), ct.affine)
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    path = tmp_path / "no_orientation.nii.gz"
+    nib.save(img, str(path))
+    by_nibabel = nib.load(str(path)).affine
+    itk = sitk.ReadImage(str(path))
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(itk.GetDirection()).reshape(3, 3) * itk.GetSpacing()
+    lps[:3, 3] = itk.GetOrigin()
+    by_itk = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    assert "".join(nib.aff2axcodes(by_nibabel)) == "LAS" and "".join(nib.aff2axcodes(by_itk)) == "LPS"
+    try:
+        import slicer
+        import vtk
+    except ImportError:
+        slicer = None
+    if slicer is not None:  # Slicer's storage node reads it as ITK does
+        scene = slicer.vtkMRMLScene()
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.SetFileName(str(path))
+        assert storage.ReadData(node)
+        m = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(m)
+        np.testing.assert_allclose([[m.GetElement(i, j) for j in range(4)] for i in range(4)], by_itk, atol=1e-6)
+    with pytest.raises(VoCoError, match="no_orientation.nii.gz: header has neither qform nor sform.*no orientation"):
+        read_volume(path)

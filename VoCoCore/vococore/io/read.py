@@ -86,8 +86,9 @@ def _read_nifti(path: Path) -> Volume:
 
 
 def _check_nifti_header(img: "object", path: Path) -> None:
-    """Spacing must be positive and finite; when both qform and sform are set they must agree (nibabel reads the
-    sform, ITK and so Slicer may read the qform: a disagreement would mirror or shift our labels in Slicer)."""
+    """Spacing must be positive and finite; a qform or an sform must be set, and when both are they must agree
+    (nibabel reads the sform, ITK and so Slicer may read the qform: a disagreement would mirror or shift our
+    labels in Slicer)."""
     from nibabel.openers import ImageOpener
 
     header = img.header
@@ -98,6 +99,12 @@ def _check_nifti_header(img: "object", path: Path) -> None:
         raise VoCoError(f"header spacing (pixdim) {zooms.tolist()} mm is not positive and finite", path)
     sform, s_code = header.get_sform(coded=True)
     qform, q_code = header.get_qform(coded=True)
+    if not s_code and not q_code:
+        # Readers guess differently (nibabel: x flipped, centred on the grid; ITK, and so Slicer: LPS axes from
+        # the origin), so a label we wrote would come out mirrored against this CT in Slicer: refuse, don't guess.
+        raise VoCoError("header has neither qform nor sform (both codes 0), so the file carries no orientation and "
+                        "readers place it differently (nibabel LAS, Slicer LPS); give it one, e.g. load it in "
+                        "Slicer, check it, and save it", path)
     if s_code and q_code and not np.allclose(sform, qform, atol=1e-3, rtol=1e-4):
         raise VoCoError("header qform and sform disagree (readers would place the volume differently, e.g. "
                         "mirrored in Slicer); make them equal or clear one", path)

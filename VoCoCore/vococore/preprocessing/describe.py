@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
 from vococore.io.volume import Volume
+from vococore.preprocessing.config import PreprocessConfig
+from vococore.preprocessing.grid import preprocessed_grid
 
 V2_REGION = (192, 192, 64)
 
@@ -26,6 +27,7 @@ class VolumeInfo:
     hu_max: float
     hu_percentiles: dict[str, float]
     preprocessed_shape: tuple[int, int, int]
+    preprocessed_spacing: tuple[float, float, float]
     region: tuple[int, int, int]
     region_padding: tuple[int, int, int]
 
@@ -41,12 +43,15 @@ class VolumeInfo:
 
 def describe(volume: Volume, config: PreprocessConfig | None = None,
              region: tuple[int, int, int] = V2_REGION) -> VolumeInfo:
-    """Geometry and intensity summary, plus the preprocessed shape and the padding the crop region needs."""
+    """Geometry and intensity summary, plus the preprocessed grid and the padding the crop region needs.
+
+    The grid comes from :func:`preprocessed_grid` (NumPy, no torch or MONAI: ``vococore info`` stays fast); it is
+    the shape before the final padding, to see how much padding the region needs.
+    """
     values = volume.array
     q = np.percentile(values, [1, 5, 50, 95, 99])
-    # Without the final padding, to see how much padding the region needs.
-    pre = Preprocessor(replace(config or PreprocessConfig(), min_size=(1, 1, 1)))(volume)
-    padding = tuple(max(r - s, 0) for r, s in zip(region, pre.shape))
+    grid = preprocessed_grid(volume, config)
+    padding = tuple(max(r - s, 0) for r, s in zip(region, grid.shape))
     return VolumeInfo(
         source=volume.source,
         shape=volume.shape,
@@ -56,7 +61,8 @@ def describe(volume: Volume, config: PreprocessConfig | None = None,
         hu_min=float(values.min()),
         hu_max=float(values.max()),
         hu_percentiles={f"p{p}": float(v) for p, v in zip([1, 5, 50, 95, 99], q)},
-        preprocessed_shape=pre.shape,
+        preprocessed_shape=grid.shape,
+        preprocessed_spacing=tuple(round(s, 6) for s in grid.spacing),  # type: ignore[arg-type]
         region=region,
         region_padding=padding,  # type: ignore[arg-type]
     )
@@ -75,6 +81,8 @@ def format_info(info: VolumeInfo) -> str:
         f"orientation:   {info.orientation} (direction of i, j, k in the world)",
         f"world bounds:  R {lo[0]:.1f}..{hi[0]:.1f}, A {lo[1]:.1f}..{hi[1]:.1f}, S {lo[2]:.1f}..{hi[2]:.1f} mm (RAS)",
         f"HU range:      {info.hu_min:g} .. {info.hu_max:g}; {pct}",
-        f"preprocessed:  {' x '.join(map(str, info.preprocessed_shape))} voxels after RAS, resampling and foreground crop (before padding)",
+        f"preprocessed:  {' x '.join(map(str, info.preprocessed_shape))} voxels of "
+        f"{' x '.join(f'{s:g}' for s in info.preprocessed_spacing)} mm after RAS, resampling and foreground crop "
+        "(before padding)",
         f"crop region:   {' x '.join(map(str, info.region))}: {fit}",
     ])

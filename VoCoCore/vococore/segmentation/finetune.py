@@ -87,7 +87,13 @@ def load_finetune_config(path: str | os.PathLike, overrides: dict | None = None)
     sample dataset NAME (e.g. ``sample:TotalSegCT``); other relative paths stay relative to the current folder."""
     from vococore.io.sampledata import fetch
 
-    config = load_config(FinetuneConfig, config_path(path, "finetune"), overrides)
+    where = config_path(path, "finetune")
+    config = load_config(FinetuneConfig, where, overrides)
+    unit = config.backbone.min_input
+    if len(config.roi_size) != 3 or any(int(r) % unit or int(r) < 2 * unit for r in config.roi_size):
+        # at one unit the deepest stage is 1 voxel and InstanceNorm fails in training, deep inside torch
+        raise VoCoError(f"roi_size {list(config.roi_size)}: the {config.backbone.arch} backbone needs 3 sizes, each "
+                        f"a multiple of {unit} of at least {2 * unit}", where)
     data = config.data
     for name in ("images", "labels", "val_images", "val_labels"):
         setattr(data, name, [str(fetch(p.removeprefix("sample:"))) if p.startswith("sample:") else p

@@ -55,7 +55,8 @@ def warm_cache(cache: VolumeCache, paths: Sequence[str | os.PathLike], skip_bad_
             cache.get(paths[i])
         except VoCoError as exc:
             bad[i] = str(exc)
-            log.warning("unreadable volume: %s", exc)
+            # Left out: said once per file. Not left out: the run stops with one line (below), said only there.
+            log.log(logging.WARNING if skip_bad_files else logging.DEBUG, "unreadable volume: %s", exc)
         if progress is not None:
             progress.update(done, volumes_per_s=done / max(time.monotonic() - t0, 1e-9), bad_files=len(bad),
                             reused=cache.reused)
@@ -67,7 +68,8 @@ def warm_cache(cache: VolumeCache, paths: Sequence[str | os.PathLike], skip_bad_
     if cache.cache_dir is not None:
         cache.used_bytes = cache.disk_bytes()
     if bad and not skip_bad_files:
-        raise VoCoError(f"{bad[min(bad)]} (pass skip_bad_files to leave unreadable volumes out)")
+        more = f"; {len(bad) - 1} more unreadable (vococore -v lists them)" if len(bad) > 1 else ""
+        raise VoCoError(f"{bad[min(bad)]}{more} (pass skip_bad_files to leave unreadable volumes out)")
     good = [Path(p) for i, p in enumerate(paths) if i not in bad]
     if not good:
         raise VoCoError(f"none of the {len(paths)} volume(s) could be read; first problem: {bad[min(bad)]}")
