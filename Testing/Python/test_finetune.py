@@ -96,6 +96,62 @@ def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_
     assert report.legacy_merging is True and len(report.matched) == 145
 
 
+def _finetune_cmd(out, *extra: str) -> list[str]:
+    """``vococore finetune`` on the tiniest run that crosses a validation: 8 steps, validation at 5 and 8."""
+    import sys
+
+    sets = {"train.steps": 8, "train.val_every": 5, "train.checkpoint_every": 100, "train.samples_per_volume": 2,
+            "output_dir": str(out)}
+    return [sys.executable, "-m", "vococore", "finetune", "--config", "finetune_small", "--json-progress",
+            "--set", *[f"{k}={v}" for k, v in sets.items()], *extra]
+
+
+def test_sigterm_stops_finetuning_with_a_checkpoint_and_resume_is_exact(tmp_path):
+    """A real SIGTERM to ``vococore finetune`` ends it after the current step with a checkpoint; ``--resume``
+    then gives the uninterrupted run's losses, learning rates, validation Dice and final weights bit for bit (all
+    three runs are CLI processes with the same thread count, as in the pretraining resume test)."""
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+
+    def lines(path):
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    reference = subprocess.run(_finetune_cmd(tmp_path / "ref"), capture_output=True, text=True, env=env,
+                               timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_finetune_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    for line in proc.stdout:  # a real SIGTERM once two steps are done
+        event = json.loads(line) if line.startswith("{") else {}
+        if event.get("event") == "progress" and event.get("stage") == "finetune" and event["step"] == 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(rest.strip().splitlines()[-1])
+    k = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert result["stopped"] is True and result["step"] == k and 2 <= k < 5, (result, k)
+    assert "received SIGTERM" in err
+    assert not (out / "validation.jsonl").exists()  # it stopped, it did not go on to the next validation
+    assert [r["step"] for r in lines(out / "metrics.jsonl")] == list(range(1, k + 1))
+
+    resumed = subprocess.run(_finetune_cmd(out, "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["stopped"] is False
+    mine, ref = lines(out / "metrics.jsonl"), lines(tmp_path / "ref" / "metrics.jsonl")
+    assert [r["step"] for r in mine] == [r["step"] for r in ref] == list(range(1, 9))  # each step once
+    assert [(r["total"], r["lr"]) for r in mine] == [(r["total"], r["lr"]) for r in ref]
+    assert lines(out / "validation.jsonl") == lines(tmp_path / "ref" / "validation.jsonl")  # steps 5 and 8
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    uninterrupted = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["step"] == 8 and last["data_state"] == uninterrupted["data_state"]
+    assert all(torch.equal(last["model"][k], uninterrupted["model"][k]) for k in uninterrupted["model"])
+
+
 def test_two_gloo_processes_validate_like_one(tmp_path):
     """torchrun with 2 ranks: the validation split between them gives the Dice one process gives for the same
     weights; only rank 0 writes."""
