@@ -119,11 +119,12 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
     """Train as configured (continuing ``checkpoints/last.pt`` when ``resume``), for at most ``stop_after``
     steps in this call (None: to the end); returns the outcome. Resuming repeats exactly the crops, RNG states
     and schedule of an uninterrupted run. Under torchrun each rank trains on its own crops (DDP), validation is
-    split between the ranks, and only rank 0 writes files. SIGTERM/SIGINT stop after the current step with a
-    checkpoint (``stopped`` in the result)."""
+    split between the ranks, and only rank 0 writes files. SIGTERM/SIGINT stop after the current step (or the
+    current validation) with a checkpoint (``stopped`` in the result); a validation due at the step a run
+    stopped at is done first on resume."""
     from vococore.training.checkpoint import load_checkpoint
-    from vococore.training.distributed import barrier, cleanup, init_distributed, wrap_model
-    from vococore.training.loop import Trainer, seed_everything
+    from vococore.training.distributed import any_rank, barrier, cleanup, init_distributed, wrap_model
+    from vococore.training.loop import StopRequest, Trainer, seed_everything
 
     out = Path(config.output_dir)
     if not resume and (out / "checkpoints" / "last.pt").exists():
@@ -151,37 +152,47 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
                           amp=t.amp, grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every)
         trainer = Trainer(wrap_model(model, info), _dice_ce_step(), loop, out, info, backbone=config.backbone,
                           run_config=config, kind="finetune", stage="finetune", json_progress=json_progress)
-        best_dice, best_step = -1.0, 0
+        best_dice, best_step, validated = -1.0, 0, 0
         if previous is not None:
             trainer.resume()
             state = previous.get("data_state") or {}
             best_dice, best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
+            validated = int(state.get("validated", trainer.step))  # older checkpoints: validated when due
         crops = crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment)
         history, stopped = [], False
         end = t.steps if stop_after is None else min(t.steps, trainer.step + stop_after)
-        while trainer.step < end:
-            chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
-            # step s on rank r draws the crops a single process would draw at step s * world_size + r
-            batches = (batch_for_step(train_cases, crops, s * info.world_size + info.rank, t.seed)
-                       for s in range(trainer.step, t.steps))
-            result = trainer.fit(batches, stop_after=chunk,
-                                 data_state=lambda s: {"next_step": s, "best_dice": best_dice, "best_step": best_step})
-            if result.stopped:
-                stopped = True
-                break
-            if trainer.step % t.val_every and trainer.step < t.steps:
-                continue  # stopped between validations (stop_after): the checkpoint is written, resume goes on
-            record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step, json_progress,
-                              info)
-            history.append(record)
-            if record["mean_dice"] > best_dice:
-                best_dice, best_step = record["mean_dice"], trainer.step
-                if info.is_main:
-                    _save_best(trainer, config, labels, out)
-            if info.is_main:
-                with open(out / "validation.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            trainer.save({"next_step": trainer.step, "best_dice": best_dice, "best_step": best_step})
+
+        def data_state(step: int) -> dict:
+            return {"next_step": step, "best_dice": best_dice, "best_step": best_step, "validated": validated}
+
+        # one StopRequest over training and validation: a signal during validation lets it finish, then stops
+        with StopRequest() as stop:
+            while True:
+                # a validation is due at every val_every-th step and the last one; a run stopped right after such
+                # a step has not done it yet (``validated`` in the checkpoint), so the resumed run does it first
+                if trainer.step > validated and (trainer.step % t.val_every == 0 or trainer.step == t.steps):
+                    record = validate(model, val_cases, config.roi_size, t.val_overlap, labels, trainer.step,
+                                      json_progress, info)
+                    history.append(record)
+                    validated = trainer.step
+                    if record["mean_dice"] > best_dice:
+                        best_dice, best_step = record["mean_dice"], trainer.step
+                        if info.is_main:
+                            _save_best(trainer, config, labels, out)
+                    if info.is_main:
+                        with open(out / "validation.jsonl", "a") as fh:
+                            fh.write(json.dumps(record) + "\n")
+                    stopped = any_rank(stop.requested, info)
+                    trainer.save(data_state(trainer.step))
+                if stopped or trainer.step >= end:
+                    break
+                chunk = min(t.val_every - trainer.step % t.val_every, end - trainer.step)
+                # step s on rank r draws the crops a single process would draw at step s * world_size + r
+                batches = (batch_for_step(train_cases, crops, s * info.world_size + info.rank, t.seed)
+                           for s in range(trainer.step, t.steps))
+                stopped = trainer.fit(batches, stop_after=chunk, data_state=data_state, stop=stop).stopped
+                if stopped:
+                    break
         package = out / "best.vocomodel"
         return FinetuneResult(trainer.step, best_dice, best_step, out / "checkpoints" / "last.pt",
                               package if package.exists() else None, history, stopped)

@@ -234,11 +234,12 @@ class Trainer:
 
     def fit(self, batches: Iterable[Any], stop_after: int | None = None,
             data_state: Callable[[int], dict[str, Any]] | None = None,
-            describe: Callable[[Any], Any] | None = None) -> TrainResult:
+            describe: Callable[[Any], Any] | None = None, stop: StopRequest | None = None) -> TrainResult:
         """Train on ``batches`` (one per step, starting at ``self.step``) until ``config.steps``, a stop signal,
         or ``stop_after`` steps in this call; checkpoints on the way and at the end. ``describe(batch)`` (e.g. the
         volumes it holds) is gathered from every rank and written as ``"volumes"`` in ``metrics.jsonl``, so one
-        can audit what each rank trained on."""
+        can audit what each rank trained on. ``stop``: a caller's StopRequest already listening (one that also
+        covers work between calls, such as validation); None listens during this call only."""
         cfg, main = self.config, self.info.is_main
         start, end = self.step, cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         history: collections.deque = collections.deque(maxlen=10000)
@@ -252,7 +253,7 @@ class Trainer:
         stopped, last = False, None
         state = (lambda s: data_state(s) if data_state else {"next_step": s})
         try:
-            with StopRequest() as stop:
+            with contextlib.nullcontext(stop) if stop is not None else StopRequest() as stop:
                 iterator = iter(batches)
                 while self.step < end:
                     t0 = time.perf_counter()
