@@ -208,3 +208,30 @@ def test_refuses_to_overwrite_without_flag(demo):
 
     with pytest.raises(VoCoError, match="--overwrite"):
         run_demo(DemoSettings.quick(demo.output))
+
+
+def test_vtk_messages_reach_the_log_not_the_terminal(tmp_path, caplog, capfd):
+    """Writing a real .mrb makes slicer-core print vtkArchive "Info:" lines and reading a missing file makes VTK
+    print an error: inside ``vtk_messages_to_log`` neither reaches the terminal, the info goes to DEBUG and the
+    error to WARNING (not lost)."""
+    pytest.importorskip("slicer")
+    import logging
+
+    import vtk
+    from VoCoSlicerLib.headless import headless_scene, vtk_messages_to_log
+
+    ctx = headless_scene(tmp_path / "cache")
+    ctx.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    reader = vtk.vtkXMLImageDataReader()
+    reader.SetFileName(str(tmp_path / "missing.vti"))
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="VoCoSlicerLib.headless"), vtk_messages_to_log():
+        assert ctx.scene.WriteToMRB(str(tmp_path / "scene.mrb"))
+        reader.Update()
+    terminal = "".join(capfd.readouterr())
+    assert "Info:" not in terminal and "ERROR" not in terminal, terminal
+    levels = {r.levelno for r in caplog.records if "Zip: adding" in r.getMessage()}
+    assert levels == {logging.DEBUG}
+    errors = [r for r in caplog.records if "missing.vti" in r.getMessage()]
+    assert errors and all(r.levelno == logging.WARNING for r in errors)
+    ctx.scene.Clear(1)
