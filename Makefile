@@ -1,9 +1,15 @@
 # Two entry points (see README): `make demo` runs the main job, `make test` runs the whole test suite.
-# Both create or refresh the pinned virtual environment in .venv first.
+# Both create or refresh the pinned virtual environment in .venv first: the main job only its run-time part
+# (requirements/demo.txt), the tests all of requirements/ci.txt.
 PYTHON ?= python3
 VENV := .venv
 REQ := requirements/ci.txt
+DEMO_REQ := requirements/demo.txt
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+# --no-compile: pip would byte-compile every file of every package (torch alone has thousands); Python compiles
+# what is imported on first use instead. Measured in BENCHMARKS.md ("Main job from a clean clone").
+PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile
 # Real CT is read through the sample-data registry; this machine has a local mirror beside the checkout.
 export VOCOCORE_SAMPLE_DATA_MIRROR ?= $(abspath ../shared/data/ct)
 export VOCOCORE_CACHE ?= $(abspath .cache)
@@ -11,19 +17,24 @@ export VOCOCORE_CACHE ?= $(abspath .cache)
 # small networks tens of times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv demo studio test clean
+.PHONY: venv demo-venv demo studio test clean
 
 venv: $(STAMP)
+demo-venv: $(DEMO_STAMP)
 
-$(STAMP): $(REQ) VoCoCore/pyproject.toml
+$(DEMO_STAMP): $(DEMO_REQ) VoCoCore/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(REQ)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e VoCoCore
+	$(PIP) -r $(DEMO_REQ)
+	$(PIP) --no-deps -e VoCoCore
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(REQ) $(DEMO_STAMP)
+	$(PIP) -r $(REQ)
 	touch $(STAMP)
 
 # The main job: VoCo end to end on the bundled real CT; see output/demo/report.md. Its time from a clean clone on
 # 2 cores is measured by benchmarks/demo_clean_clone.sh and recorded in BENCHMARKS.md ("Main job from a clean clone").
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m vococore_demo --output output/demo $(DEMO_ARGS)
 
 # VoCo Studio, the module's three sections in a browser, on the bundled sample CT: http://127.0.0.1:8080/

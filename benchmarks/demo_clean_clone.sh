@@ -9,7 +9,7 @@ export VOCOCORE_SAMPLE_DATA_MIRROR=${VOCOCORE_SAMPLE_DATA_MIRROR:-$src/../shared
 git clone --quiet "$src" "$work/clone"
 cd "$work/clone"
 t0=$(date +%s.%N)
-make venv > "$work/venv.log" 2>&1
+make demo-venv > "$work/venv.log" 2>&1
 t1=$(date +%s.%N)
 make demo 2>&1 | tee "$work/demo.log"
 t2=$(date +%s.%N)

@@ -40,7 +40,8 @@ def test_missing_dependencies_skips_slicer_packages():
 
 def test_requirements_are_the_ci_pins_of_what_vococore_needs_and_slicer_lacks():
     """What the module installs is exactly vococore's declared dependencies, minus torch and Slicer's own packages,
-    at the versions CI tests; vococore itself is not fetched (the extension build installs it)."""
+    at the versions CI tests (the run-time pins, requirements/demo.txt, which ci.txt includes); vococore itself
+    is not fetched (the extension build installs it)."""
     import re
     import tomllib
     from pathlib import Path
@@ -48,7 +49,7 @@ def test_requirements_are_the_ci_pins_of_what_vococore_needs_and_slicer_lacks():
     from packaging.requirements import Requirement
 
     root = Path(__file__).resolve().parents[2]
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (root / "requirements" / "ci.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (root / "requirements" / "demo.txt").read_text(), re.M))
     pins = {install._canonical(name): version for name, version in pins.items()}
     declared = tomllib.loads((root / "VoCoCore" / "pyproject.toml").read_text())["project"]["dependencies"]
     skipped = {install._canonical(n) for n in [*install.SLICER_SHIPS, *install.NEVER_INSTALL]}

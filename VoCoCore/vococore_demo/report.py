@@ -127,7 +127,7 @@ def write_report(path: Path, result: Any, info: dict[str, Any]) -> Path:
         "# VoCo end to end on real CT: demo report",
         "",
         f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {info['machine']}. "
-        f"Total time {sum(result.seconds.values()) / 60:.1f} min.",
+        f"Total time {result.wall_s / 60:.1f} min (this run, start-up included; building the environment not).",
         "",
         "## What VoCo learned: the pretext task on an unseen CT",
         "",

@@ -20,7 +20,7 @@ def write_demo_scene(path: Path, grid_ct: Volume, recipe: str, predicted: np.nda
     ``true``); ``seg_ct`` gets a segmentation node made from ``labels`` with names and colours.
     """
     from VoCoSlicerLib.grid import draw_grid, grid_geometry
-    from VoCoSlicerLib.headless import headless_scene
+    from VoCoSlicerLib.headless import headless_scene, vtk_messages_to_log
     from VoCoSlicerLib.nodes import node_from_volume, segmentation_from_labelmap
     from VoCoSlicerLib.position import show_positions
 
@@ -36,7 +36,9 @@ def write_demo_scene(path: Path, grid_ct: Volume, recipe: str, predicted: np.nda
         # Slicer names the bundle after the file, so write a plainly named file in a private folder, then move it.
         with tempfile.TemporaryDirectory(dir=path.parent) as staging:
             staged = Path(staging) / path.name
-            if not scene.WriteToMRB(str(staged)):
+            with vtk_messages_to_log():
+                written = scene.WriteToMRB(str(staged))
+            if not written:
                 raise RuntimeError(f"could not write the scene to {path}")
             os.replace(staged, path)
         scene.Clear(1)

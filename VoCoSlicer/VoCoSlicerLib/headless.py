@@ -5,10 +5,15 @@ Used by the demo to write a ``.mrb`` scene and by the tests; inside Slicer, use 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 import types
+from collections.abc import Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def headless_scene(cache_dir: str | os.PathLike) -> types.SimpleNamespace:
@@ -53,3 +58,23 @@ def install_as_slicer_globals(ctx: types.SimpleNamespace) -> None:
         volumes=types.SimpleNamespace(logic=lambda: ctx.volumes),
         segmentations=types.SimpleNamespace(logic=lambda: ctx.segs),
         markups=types.SimpleNamespace(logic=lambda: ctx.markups))
+
+
+@contextlib.contextmanager
+def vtk_messages_to_log() -> Iterator[None]:
+    """Route VTK's output window into Python logging while the block runs: "Info:" messages (slicer-core 5.11's
+    vtkArchive prints one per file it zips into a .mrb) go to DEBUG, anything else (warnings, errors) to WARNING,
+    so nothing is lost and a newcomer's terminal shows only what may need attention."""
+    import vtk
+
+    previous = vtk.vtkOutputWindow.GetInstance()
+    captured = vtk.vtkStringOutputWindow()
+    vtk.vtkOutputWindow.SetInstance(captured)
+    try:
+        yield
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous)
+        for message in captured.GetOutput().split("\n\n"):
+            message = message.strip()
+            if message:
+                (log.debug if message.startswith("Info:") else log.warning)("VTK: %s", message)

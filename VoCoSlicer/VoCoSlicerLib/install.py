@@ -1,9 +1,9 @@
 """Installs the third-party packages the module needs into Slicer's Python after one confirmation, on the GUI
 thread (pip from a worker thread crashes Slicer on macOS): MONAI and what vococore needs, at the versions CI tests
-(``requirements/ci.txt``). ``vococore`` itself is installed by the extension build (CMake lists its files); torch
-comes from the PyTorch extension's PyTorchUtils (the right CUDA build); packages Slicer ships are never replaced.
-Uses ``slicer.packaging`` (a submodule: imported, not looked up) on Slicer >= 5.12, ``slicer.pydeps`` on 5.11 and
-``slicer.util.pip_install`` before."""
+(``requirements/demo.txt``, which ``requirements/ci.txt`` includes). ``vococore`` itself is installed by the
+extension build (CMake lists its files); torch comes from the PyTorch extension's PyTorchUtils (the right CUDA
+build); packages Slicer ships are never replaced. Uses ``slicer.packaging`` (a submodule: imported, not looked up)
+on Slicer >= 5.12, ``slicer.pydeps`` on 5.11 and ``slicer.util.pip_install`` before."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# vococore's run-time dependencies that Slicer does not ship, pinned to the versions requirements/ci.txt tests
+# vococore's run-time dependencies that Slicer does not ship, pinned to the versions CI tests (requirements/demo.txt)
 # (Testing/Python/test_slicer_install.py checks both lists agree with VoCoCore/pyproject.toml).
 REQUIREMENTS = ["monai==1.6.1", "einops==0.8.2", "nibabel==5.4.2", "pynrrd==1.1.3", "PyYAML==6.0.4",
                 "tqdm==4.70.1", "safetensors==0.8.0", "scipy==1.17.1", "psutil==7.2.2", "matplotlib==3.11.2",

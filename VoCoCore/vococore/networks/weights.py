@@ -8,6 +8,7 @@ Official VoCo/VoComni weights were trained with MONAI 1.3.0, so loading them swi
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -85,10 +86,22 @@ def match_weights(model: nn.Module, source: WeightSource) -> tuple[dict[str, tor
         renamed[key] = source.tensors[src]
         if tuple(renamed[key].shape) != tuple(tensor.shape):
             report.shape_mismatch.append((key, tuple(tensor.shape), tuple(renamed[key].shape)))
-    state, updated, _ = copy_model_state(target, renamed, inplace=False)
+    # copy_model_state logs "'dst' model updated: N of M variables" at INFO on MONAI's own stdout handler, which
+    # basicConfig levels do not reach; the report carries that count, so only INFO from that logger is dropped here.
+    monai_log = logging.getLogger("monai.networks.utils")
+    monai_log.addFilter(_warnings_only)
+    try:
+        state, updated, _ = copy_model_state(target, renamed, inplace=False)
+    finally:
+        monai_log.removeFilter(_warnings_only)
     report.matched = list(updated)
     report.unexpected = sorted(keys - used)
     return state, report
+
+
+def _warnings_only(record: logging.LogRecord) -> bool:
+    """Logging filter that keeps only warnings and errors."""
+    return record.levelno >= logging.WARNING
 
 
 def is_swin(model: nn.Module) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -89,8 +90,12 @@ def hd95(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray) -> float:
     if spacing is not None:
         from monai.metrics import compute_hausdorff_distance
 
-        return float(compute_hausdorff_distance(_batch(pred, box), _batch(ref, box), include_background=True,
-                                                percentile=95, spacing=spacing.tolist()))
+        with warnings.catch_warnings():
+            # MONAI 1.6 passes its own deprecated get_mask_edges(always_return_as_numpy=...) internally and warns
+            # about it on every call; nothing in our call can change that, so only that one warning is silenced.
+            warnings.filterwarnings("ignore", message=r".*always_return_as_numpy", category=FutureWarning)
+            return float(compute_hausdorff_distance(_batch(pred, box), _batch(ref, box), include_background=True,
+                                                    percentile=95, spacing=spacing.tolist()))
     from scipy.spatial import cKDTree
 
     a, b = surface_points(pred[box], affine), surface_points(ref[box], affine)  # a shift leaves distances as is
