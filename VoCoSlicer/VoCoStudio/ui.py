@@ -88,6 +88,14 @@ def _select(model: str, element_id: str, options: list[tuple[str, str]] | None =
             html.Option(text, value=value)
 
 
+def _labeled_select(label: str, model: str, element_id: str, options: list[tuple[str, str]] | None = None,
+                    items: str = "") -> None:
+    """One form row: a caption and the :func:`_select` it names."""
+    with html.Div(classes="d-flex align-center mb-2 text-caption"):
+        html.Label(label, classes="mr-2")
+        _select(model, element_id, options, items)
+
+
 def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
     with v3.VExpansionPanel(title="Segment"):
         with v3.VExpansionPanelText():
@@ -101,12 +109,8 @@ def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
             v3.VFileInput(label="…or upload a CT", density="compact", id="upload",
                           change=f"window.load_files_by_chunks($event.target.files, "
                                  f"{{ trigger_name: '{chunk_trigger}' }})")
-            with html.Div(classes="d-flex align-center mb-2 text-caption"):
-                html.Label("Input CT", classes="mr-2")
-                _select("inputVolume", "input-volume", items="volume_items")
-            with html.Div(classes="d-flex align-center mb-2 text-caption"):
-                html.Label("Model", classes="mr-2")
-                _select("model", "model", items="models")
+            _labeled_select("Input CT", "inputVolume", "input-volume", items="volume_items")
+            _labeled_select("Model", "model", "model", items="models")
             with html.Div(classes="d-flex"):
                 v3.VTextField(v_model=("import_path",), label="Model package on the server (.vocomodel)",
                               density="compact", id="import-path")
@@ -173,15 +177,10 @@ def _train_panel(ctrl: Any) -> None:
                 v3.VTextField(v_model=("pretrainSteps",), label="Steps", type="number", density="compact",
                               id="pretrain-steps")
             with html.Div(v_show="train_tab == 1", classes="text-caption"):
-                with html.Div(classes="d-flex align-center mb-2"):
-                    html.Label("Training CT", classes="mr-2")
-                    _select("finetuneVolume", "finetune-volume", items="volume_items")
-                with html.Div(classes="d-flex align-center mb-2"):
-                    html.Label("Its segmentation", classes="mr-2")
-                    _select("finetuneSegmentation", "finetune-segmentation", items="segmentation_items")
-                with html.Div(classes="d-flex align-center mb-2"):
-                    html.Label("Network", classes="mr-2")
-                    _select("finetuneNetwork", "finetune-network", [(n, n) for n in NETWORKS])
+                _labeled_select("Training CT", "finetuneVolume", "finetune-volume", items="volume_items")
+                _labeled_select("Its segmentation", "finetuneSegmentation", "finetune-segmentation",
+                                items="segmentation_items")
+                _labeled_select("Network", "finetuneNetwork", "finetune-network", [(n, n) for n in NETWORKS])
                 v3.VTextField(v_model=("finetuneWeights",), label="Pretrained weights (optional)",
                               density="compact", id="finetune-weights")
                 v3.VTextField(v_model=("finetuneOutput",), label="Output folder (empty: a new per-user folder)",
