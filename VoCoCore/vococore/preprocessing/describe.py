@@ -9,7 +9,7 @@ import numpy as np
 
 from vococore.io.volume import Volume
 from vococore.preprocessing.config import PreprocessConfig
-from vococore.preprocessing.grid import preprocessed_grid
+from vococore.preprocessing.output_shape import preprocessed_grid
 
 V2_REGION = (192, 192, 64)
 

@@ -1,4 +1,4 @@
-"""The grid the VoCo preprocessing gives a volume (shape and spacing after orientation, resampling and foreground
+"""The output grid the VoCo preprocessing gives a volume (shape and spacing after orientation, resampling and foreground
 crop), computed with NumPy and nibabel instead of running the MONAI transforms.
 
 Why not MONAI here: ``vococore info`` only reports this grid, and importing torch and MONAI costs about 6 s of CPU
@@ -26,11 +26,11 @@ SPACING_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class PreprocessedGrid:
-    """Shape (x, y, z) and spacing (mm) of a volume after the preprocessing, before and after the final padding."""
+    """Shape (x, y, z) and spacing (mm) of a volume after the preprocessing, before the final padding (``info``
+    reports how much padding the crop region needs)."""
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
-    padded_shape: tuple[int, int, int]
 
 
 def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) -> PreprocessedGrid:
@@ -50,9 +50,8 @@ def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) ->
     shape = array.shape
     if config.foreground_threshold is not None:
         shape = _foreground_box(array, config)
-    padded = tuple(max(int(s), int(m)) for s, m in zip(shape, config.min_size))
-    return PreprocessedGrid(shape=tuple(int(s) for s in shape), spacing=tuple(float(s) for s in spacing),
-                            padded_shape=padded)  # type: ignore[arg-type]
+    return PreprocessedGrid(shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
+                            spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
 
 
 def _resample_trilinear(array: np.ndarray, zoom: np.ndarray) -> np.ndarray:
