@@ -42,8 +42,12 @@ demo: $(DEMO_STAMP)
 studio: $(STAMP)
 	PYTHONPATH=VoCoCore:VoCoSlicer $(VENV)/bin/python -m VoCoStudio $(STUDIO_ARGS)
 
+# One pytest-xdist worker per core of a CI machine (2); TEST_WORKERS=1 runs the suite in one process. Whole files go
+# to a worker (--dist loadfile), so each module-scoped fixture (the quick main job, the studio server) runs once;
+# the session's trained segmentation model is shared between workers through a file lock (Testing/Python/seg_model.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest Testing -q --durations=20
+	$(VENV)/bin/python -m pytest Testing -q --durations=20 $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 clean:
 	rm -rf $(VENV) .cache output

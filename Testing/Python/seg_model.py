@@ -24,11 +24,23 @@ def small_config(output_dir: Path, **more):
 
 @functools.lru_cache(maxsize=1)
 def trained_run() -> Path:
-    """Output folder of the session's fine-tuning run (trained on first use)."""
+    """Output folder of the session's fine-tuning run, trained on first use. Under pytest-xdist the workers of one
+    run share it (a folder named by the run's id, a file lock): the first worker trains, the others wait and read."""
+    from filelock import FileLock
+
     from vococore.segmentation.finetune import run_finetune
 
-    out = Path(tempfile.mkdtemp(prefix="vococore-seg-")) / "run"
-    run_finetune(small_config(out))
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        folder = Path(tempfile.mkdtemp(prefix="vococore-seg-"))
+    else:
+        folder = Path(tempfile.gettempdir()) / f"vococore-seg-{run_id}"
+        folder.mkdir(exist_ok=True)
+    out, done = folder / "run", folder / "trained"
+    with FileLock(str(folder / "lock")):
+        if not done.exists():
+            run_finetune(small_config(out))
+            done.touch()
     return out
 
 
