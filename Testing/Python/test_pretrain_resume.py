@@ -1,4 +1,5 @@
-"""Exact resume after a real SIGTERM, and a 2-process torchrun (gloo) run where only rank 0 writes."""
+"""Exact resume after a real SIGTERM (the 2-process torchrun case, where only rank 0 writes, is in
+test_pretrain_torchrun.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 from vococore.training.checkpoint import load_checkpoint
 
-VENV_BIN = Path(sys.executable).parent
-STEPS = 10
+STEPS = 6
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
@@ -53,34 +50,16 @@ def test_sigterm_then_resume_repeats_the_uninterrupted_losses(tmp_path):
     first.update(_losses(rest_out))
     assert proc.returncode == 0, err[-2000:]
     k = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
-    assert k == max(first) and 2 <= k <= STEPS - 5, (k, sorted(first))
+    assert k == max(first) and 2 <= k <= STEPS - 2, (k, sorted(first))  # at least two steps left to compare
     assert "stopped at step" in err and "--resume" in err
 
     resumed = subprocess.run(_cmd(run, "--resume"), capture_output=True, text=True, env=_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _losses(resumed.stdout)
     assert min(after) == k + 1
-    for step in range(k + 1, k + 6):  # CPU, deterministic, same thread count: bit-identical losses
+    assert sorted(after) == list(range(k + 1, STEPS + 1))
+    for step in after:  # CPU, deterministic, same thread count: bit-identical losses
         for part in ("total", "intra", "inter", "reg", "lr"):
             assert after[step][part] == ref[step][part], (step, part, after[step][part], ref[step][part])
     for step in range(1, k + 1):
         assert first[step]["total"] == ref[step]["total"]
-
-
-def test_torchrun_two_processes_write_one_checkpoint(tmp_path):
-    out = tmp_path / "ddp"
-    cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "vococore", "pretrain",
-           "--config", "pretrain_small", "--set", "data=[sample:TotalSegCTSmall, sample:TotalSegCT]",
-           "--set", "steps=3", "--set", "checkpoint_every=100", "--set", f"output_dir={out}",
-           "--set", "tensorboard=false", "--json-progress"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ})
-    assert result.returncode == 0, result.stderr[-3000:]
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["checkpoints/last.pt", "config.yaml", "metrics.jsonl"]
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # one writer
-    progress = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [e["step"] for e in progress if e["event"] == "progress" and e["stage"] == "pretrain"] == [1, 2, 3]
-    ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert ckpt["step"] == 3 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
-    assert not any(k.startswith("module.") for k in ckpt["model"])
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

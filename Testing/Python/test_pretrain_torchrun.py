@@ -1,6 +1,6 @@
 """2-process torchrun (gloo) pretraining on real CT: both ranks build the disk cache in parallel, a killed build
 resumes without redoing finished volumes, ranks draw different volumes every step, and a SIGTERM sent to one rank
-stops both with one checkpoint from which resume repeats the uninterrupted losses."""
+stops both with one checkpoint from which resume repeats the uninterrupted losses; only rank 0 writes files."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from vococore.training.checkpoint import load_checkpoint
 
@@ -77,9 +79,9 @@ def test_parallel_cache_build_resume_sharding_and_sigterm(tmp_path, sample):
                 os.kill(pid, signal.SIGKILL)
             os.killpg(build.pid, signal.SIGKILL)
             break
-    build.communicate(timeout=60)
+    _, build_err = build.communicate(timeout=60)
     before = _entries(cache)
-    assert 3 <= len(before) < VOLUMES, len(before)
+    assert 3 <= len(before) < VOLUMES, (len(before), build.returncode, build_err[-3000:])
     assert {rank for _, rank in before.values()} == {0, 1}  # both ranks were building at once
 
     # 2. the reference run finishes the cache without redoing finished volumes, then trains STEPS steps
@@ -89,12 +91,21 @@ def test_parallel_cache_build_resume_sharding_and_sigterm(tmp_path, sample):
     assert len(after) == VOLUMES and all(after[k] == v for k, v in before.items())
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["reused"] == len(before) and manifest["built"] == VOLUMES - len(before), manifest
+    # only rank 0 writes: one metrics line per step, one checkpoint of the unwrapped model with both ranks' RNG
+    files = sorted(p.relative_to(tmp_path / "ref").as_posix() for p in (tmp_path / "ref").rglob("*") if p.is_file())
+    assert files == ["checkpoints/last.pt", "config.yaml", "metrics.jsonl"], files
     records = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    ckpt = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == STEPS and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     for r in records:  # per step: 2 ranks x batch 2, no volume on both ranks
         r0, r1 = r["volumes"]
         assert len(r0) == len(r1) == 2 and not set(r0) & set(r1), r["volumes"]
     reference = _losses(ref.stdout)
+    printed = [e["step"] for e in map(lambda line: _events(line, "pretrain"), ref.stdout.splitlines()) if e]
+    assert printed == list(range(1, STEPS + 1))  # one progress line per step: rank 0 prints
 
     # 3. SIGTERM to rank 1 only: both ranks stop after the same step, one checkpoint
     run = tmp_path / "killed"
