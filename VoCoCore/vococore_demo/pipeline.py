@@ -49,7 +49,7 @@ class DemoSettings:
     @classmethod
     def quick(cls, output: Path, **changes) -> "DemoSettings":
         """The smallest run that still exercises every stage (a few steps each)."""
-        return cls(output=output, pretrain_steps=20, finetune_steps=20, validations=1, positions=2,
+        return cls(output=output, pretrain_steps=8, finetune_steps=8, validations=1, positions=2,
                    heldout_crops=16, **changes)
 
 
