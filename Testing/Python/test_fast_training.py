@@ -1,7 +1,8 @@
 """Training kernels (vococore.networks.fast_training): the exact path gives the default path's losses and gradients
-to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, no in-place activation, SDPA
-window attention with a gradient), layers are restored on exit, and the shared loop uses it by default, with a
-fused AdamW that makes the default AdamW's updates to float32 rounding."""
+to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, a one-thread backward for the
+one-channel first layer, no in-place activation, SDPA window attention with a gradient), layers are restored on
+exit, and the shared loop uses it by default, with a fused AdamW that makes the default AdamW's updates to float32
+rounding."""
 
 from __future__ import annotations
 
@@ -32,7 +33,20 @@ def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, di
     loss = ((out[:, :1] - target) ** 2).mean()
     loss.backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
-    return loss.detach(), grads, {event.key for event in prof.key_averages()}
+    return loss.detach(), grads, {event.key for event in prof.key_averages()} | _backward_nodes(loss)
+
+
+def _backward_nodes(loss: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes that computed ``loss`` (what the backward pass ran)."""
+    seen, todo, names = set(), [loss.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
 
 
 def _assert_same_gradients(fast: dict[str, torch.Tensor], default: dict[str, torch.Tensor],
@@ -55,10 +69,17 @@ def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     torch.manual_seed(0)
     net = build_segmenter(BackboneSpec(arch="cnn", feature_size=8), 3).train()
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
-    loss, grads, default_ops = _step(net, x, fast=False)
-    fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loss, grads, default_ops = _step(net, x, fast=False)
+        fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
+        assert torch.get_num_threads() == 2  # the one-channel convolution's backward (one thread) restored it
+    finally:
+        torch.set_num_threads(threads)
     assert "aten::slow_conv3d_forward" in default_ops and "aten::leaky_relu_" in default_ops  # PyTorch's picks
     assert "aten::slow_conv3d_forward" not in fast_ops and "aten::mkldnn_convolution" in fast_ops
+    assert "_SingleChannelConvBackward" in fast_ops and "_SingleChannelConvBackward" not in default_ops  # 1st layer
     assert "aten::leaky_relu_" not in fast_ops and "aten::leaky_relu" in fast_ops
     torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=0)
     assert fast_grads.keys() == grads.keys() and len(grads) > 30
