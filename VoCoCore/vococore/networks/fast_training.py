@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from vococore.networks.fast_inference import _routable_conv, _window_attention
 
@@ -61,12 +62,15 @@ class _SingleChannelConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv3d) -> torch.Tensor:
+        """``conv``'s convolution of ``x`` by oneDNN (the kernel PyTorch picks for a batch of several crops)."""
         ctx.save_for_backward(x, weight)
         ctx.conv, ctx.has_bias = conv, bias is not None
         return torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
+        """oneDNN's backward (the default path's) for the gradients that are needed, on one thread."""
         x, weight = ctx.saved_tensors
         conv = ctx.conv
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
