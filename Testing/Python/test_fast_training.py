@@ -1,6 +1,8 @@
 """Training kernels (vococore.networks.fast_training): the exact path gives the default path's losses and gradients
-to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, no in-place activation, SDPA
-window attention with a gradient), layers are restored on exit, and the shared loop uses it by default."""
+to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, a one-thread backward for the
+one-channel first layer, no in-place activation, SDPA window attention with a gradient), layers are restored on
+exit, and the shared loop uses it by default, with a fused AdamW that makes the default AdamW's updates to float32
+rounding."""
 
 from __future__ import annotations
 
@@ -31,7 +33,20 @@ def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, di
     loss = ((out[:, :1] - target) ** 2).mean()
     loss.backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
-    return loss.detach(), grads, {event.key for event in prof.key_averages()}
+    return loss.detach(), grads, {event.key for event in prof.key_averages()} | _backward_nodes(loss)
+
+
+def _backward_nodes(loss: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes that computed ``loss`` (what the backward pass ran)."""
+    seen, todo, names = set(), [loss.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
 
 
 def _assert_same_gradients(fast: dict[str, torch.Tensor], default: dict[str, torch.Tensor],
@@ -54,10 +69,17 @@ def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     torch.manual_seed(0)
     net = build_segmenter(BackboneSpec(arch="cnn", feature_size=8), 3).train()
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
-    loss, grads, default_ops = _step(net, x, fast=False)
-    fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loss, grads, default_ops = _step(net, x, fast=False)
+        fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
+        assert torch.get_num_threads() == 2  # the one-channel convolution's backward (one thread) restored it
+    finally:
+        torch.set_num_threads(threads)
     assert "aten::slow_conv3d_forward" in default_ops and "aten::leaky_relu_" in default_ops  # PyTorch's picks
     assert "aten::slow_conv3d_forward" not in fast_ops and "aten::mkldnn_convolution" in fast_ops
+    assert "_SingleChannelConvBackward" in fast_ops and "_SingleChannelConvBackward" not in default_ops  # 1st layer
     assert "aten::leaky_relu_" not in fast_ops and "aten::leaky_relu" in fast_ops
     torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=0)
     assert fast_grads.keys() == grads.keys() and len(grads) > 30
@@ -97,13 +119,73 @@ def test_shared_loop_uses_the_kernels_by_default_with_the_same_losses():
     sampler = PretextSampler(recipe)
     batch = collate([sampler(torch.rand(1, *recipe.region_size), rng) for _ in range(2)])
     assert LoopConfig().fast_kernels
-    parts = {}
+    parts, ops, trained = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for fast in (False, True):
-            trainer = Trainer(copy.deepcopy(model), voco_step, LoopConfig(steps=1, fast_kernels=fast), tmp,
+            trainer = Trainer(copy.deepcopy(model), voco_step, LoopConfig(steps=1, lr=1e-3, fast_kernels=fast), tmp,
                               DistInfo(device=torch.device("cpu")), backbone=spec, tensorboard=False)
             torch.manual_seed(5)
-            parts[fast] = trainer.train_step(batch)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                parts[fast] = trainer.train_step(batch)
+            ops[fast] = {event.key for event in prof.key_averages()}
+            trained[fast] = {name: p.detach() for name, p in trainer.model.named_parameters()}
+            grads = {name: p.grad for name, p in trainer.model.named_parameters() if p.grad is not None}
     assert parts[False].keys() == parts[True].keys()
     for name, value in parts[False].items():  # the inter loss is a difference of similarities: 1e-5 seen
         assert parts[True][name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
+    assert "aten::_fused_adamw_" in ops[True] and "aten::_fused_adamw_" not in ops[False]  # fused AdamW in effect
+    # The same weights after the step. Adam's first step moves a weight by about lr * sign(gradient), so where a
+    # gradient is zero up to rounding (a conv bias before instance norm, the odd element of any tensor) either path
+    # moves it by a sign of rounding noise. Compared: each element of a tensor whose gradient is not near zero
+    # (as in _assert_same_gradients) whose own gradient is above 1e-3 of its tensor's RMS, to 1e-3 of lr.
+    largest = max(float(g.norm()) for g in grads.values())
+    checked = {name: g for name, g in grads.items() if float(g.norm()) > 1e-2 * largest}
+    assert len(checked) > 20
+    before = dict(model.named_parameters())
+    for name, g in checked.items():
+        clear = g.abs() > 1e-3 * g.square().mean().sqrt()
+        assert float(clear.float().mean()) > 0.9, name
+        moved = (trained[False][name] - before[name].detach())[clear]
+        assert float(moved.abs().min()) > 0.5e-3, name  # the step (lr 1e-3) moved each of them
+        torch.testing.assert_close(trained[True][name][clear], trained[False][name][clear], rtol=0, atol=1e-6)
+
+def test_fused_optimizer_same_updates_as_the_default_adamw():
+    from vococore.training.loop import make_optimizer
+
+    torch.manual_seed(0)
+    nets = {fused: build_segmenter(BackboneSpec(arch="cnn", feature_size=4), 2) for fused in (False, True)}
+    nets[True].load_state_dict(nets[False].state_dict())
+    optimizers = {fused: make_optimizer(net, lr=1e-2, weight_decay=0.05, fused=fused) for fused, net in nets.items()}
+    assert optimizers[True].defaults["fused"] and not optimizers[False].defaults["fused"]
+    start = {name: p.detach().clone() for name, p in nets[False].named_parameters()}
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):  # amsgrad keeps the largest second moment: three steps of differing gradients use it
+        grads = {name: torch.randn(p.shape, generator=generator) * 10 ** float(torch.randint(-3, 2, (1,),
+                 generator=generator)) for name, p in nets[False].named_parameters()}
+        for fused, net in nets.items():
+            for name, p in net.named_parameters():
+                p.grad = grads[name].clone()
+            optimizers[fused].step()
+    for name, p in nets[True].named_parameters():
+        reference = dict(nets[False].named_parameters())[name].detach()
+        assert float((reference - start[name]).abs().max()) > 1e-3, name  # each weight moved
+        torch.testing.assert_close(p, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_keeps_this_runs_optimizer_choice(tmp_path):
+    from vococore.training.distributed import DistInfo
+    from vococore.training.loop import LoopConfig, Trainer
+
+    spec = BackboneSpec(arch="cnn", feature_size=4)
+    torch.manual_seed(0)
+    net = build_segmenter(spec, 2)
+
+    def trainer(fast: bool) -> Trainer:
+        return Trainer(copy.deepcopy(net), lambda model, batch: {}, LoopConfig(steps=2, fast_kernels=fast), tmp_path,
+                       DistInfo(device=torch.device("cpu")), backbone=spec, kind="finetune", tensorboard=False)
+
+    for saved, resumed in ((True, False), (False, True)):
+        trainer(saved).save()
+        again = trainer(resumed)
+        again.resume()
+        assert all(bool(group["fused"]) is resumed for group in again.optimizer.param_groups)

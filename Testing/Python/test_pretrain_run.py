@@ -29,19 +29,22 @@ def _nifti(path, array, spacing=3.0):
 
 
 def test_loss_decreases_on_real_ct_with_fresh_crops(tmp_path):
-    """60 seeded steps of the packaged small preset, exactly as ``vococore pretrain --config pretrain_small``
+    """120 seeded steps of the packaged small preset, exactly as ``vococore pretrain --config pretrain_small``
     runs it (the three sample CTs: NIfTI, NIfTI and DICOM; new regions, crops and augmentations every step).
 
-    Measured on the 2-core machine (seed 0): total loss, mean of steps 1-10 = 0.826, steps 51-60 = 0.585
-    (-29 %); intra 0.591 -> 0.516, inter 0.112 -> 0.006, reg 0.123 -> 0.064. Inter and reg alone fall by 0.165,
-    so a total-loss bar proves no position learning: asserted is the position term itself, intra down by at least
-    0.04 and below 0.55. Intra starts near the loss of a constant guess (0.59 for this recipe's labels), so its
-    fall is position learning; inter is near zero without row dropout (student and EMA teacher agree).
+    Measured on the 2-core machine (seed 0, 2 threads): intra, mean of steps 1-10 = 0.606, steps 111-120 = 0.463
+    (0.477 with the default AdamW); total 0.843 -> 0.511, inter 0.112 -> 0.001, reg 0.125 -> 0.046. Inter and reg
+    alone fall by 0.19, so a total-loss bar proves no position learning: asserted is the position term itself,
+    intra down by at least 0.04 and below 0.55. Intra starts near the loss of a constant guess (0.59 for this
+    recipe's labels), so its fall is position learning; inter is near zero without row dropout (student and EMA
+    teacher agree). It was 60 steps: the fall of intra after 60 steps moved between 0.038 and 0.115 with float32
+    rounding-level kernel changes (the first convolution's weight gradient on one thread or two), too near the bar;
+    120 steps now take about the time that 60 took before that change.
     """
-    result = run_pretraining(_config(tmp_path, steps=60))
+    result = run_pretraining(_config(tmp_path, steps=120))
     parts = {k: np.array([h[k] for h in result.history]) for k in ("total", "intra", "inter", "reg")}
-    assert len(parts["total"]) == 60 and all(np.isfinite(v).all() for v in parts.values())
-    first, last = ({k: float(v[s].mean()) for k, v in parts.items()} for s in (slice(0, 10), slice(50, 60)))
+    assert len(parts["total"]) == 120 and all(np.isfinite(v).all() for v in parts.values())
+    first, last = ({k: float(v[s].mean()) for k, v in parts.items()} for s in (slice(0, 10), slice(110, 120)))
     print({k: (round(first[k], 3), round(last[k], 3)) for k in parts})
     assert last["intra"] < first["intra"] - 0.04 and last["intra"] < 0.55
     assert last["total"] < first["total"] - 0.1

@@ -3,6 +3,8 @@ forward and backward equal to PyTorch's default path to float32 rounding.
 
 - 3D convolutions on CPU go to oneDNN (``mkldnn_convolution``, which has its own backward) also while a gradient
   is recorded (PyTorch picks its im2col kernel for a batch of one), on channels-last copies of input and weight.
+- A convolution of a one-channel input (the CNN's first layer) computes its backward on one thread (see
+  :class:`_SingleChannelConv`: with two threads its weight gradient was up to 50x slower on this project's CPU).
 - In-place activations (MONAI's ``LeakyReLU(inplace=True)`` after instance norm) run out of place. In place on
   the view that instance norm returns, autograd records a ``CopySlices`` node that copies the whole feature map
   back in the backward pass; measured on the small pretraining step (CNN fs 4, 22 crops of 32³, 1 thread) these
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from vococore.networks.fast_inference import _routable_conv, _window_attention
 
@@ -36,6 +39,54 @@ def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     out = torch.mkldnn_convolution(x.contiguous(memory_format=last), self.weight.contiguous(memory_format=last),
                                    self.bias, self.padding, self.stride, self.dilation, self.groups)
     return out.contiguous()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """PyTorch's intra-op pool at one thread for the block, restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _SingleChannelConv(torch.autograd.Function):
+    """oneDNN convolution of a one-channel input whose backward runs on one thread.
+
+    With two threads the weight gradient of a one-channel 3D convolution (the CNN's first layer) took 0.3-2.3 s
+    for 22 crops of 32³ on this project's 2-core VM under load, against 0.04 s on one thread (oneDNN and PyTorch's
+    own im2col kernel alike; forward and the other layers' backward are not affected), and it was 93 % of the
+    two-thread ``small`` pretraining step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv3d) -> torch.Tensor:
+        """``conv``'s convolution of ``x`` by oneDNN (the kernel PyTorch picks for a batch of several crops)."""
+        ctx.save_for_backward(x, weight)
+        ctx.conv, ctx.has_bias = conv, bias is not None
+        return torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        """oneDNN's backward (the default path's) for the gradients that are needed, on one thread."""
+        x, weight = ctx.saved_tensors
+        conv = ctx.conv
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        with _one_thread():
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad.contiguous(), x, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
+                conv.dilation, False, [0, 0, 0], conv.groups, mask)
+        return gx, gw, gb, None
+
+
+def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """:class:`_SingleChannelConv` for float32 CPU input with a gradient; :func:`_channels_last_forward` otherwise."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu") or not torch.is_grad_enabled()):
+        return _channels_last_forward(self, x)
+    return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self)
 
 
 def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -68,14 +119,16 @@ def _inplace_activation(module: nn.Module) -> bool:
 def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     """While active, ``network`` trains with the kernel choices above; everything is restored on exit.
 
-    Yields how many layers were switched: ``{"conv3d": n, "attention": m, "activation": k}``.
+    Yields how many layers were switched: ``{"conv3d": n, "attention": m, "activation": k}`` (``conv3d`` counts
+    the one-channel convolutions too).
     """
     modules = list(network.modules())
     convs = [m for m in modules if _routable_conv(m)]
     attentions = [m for m in modules if _window_attention(m) and "forward" not in vars(m)]
     activations = [m for m in modules if _inplace_activation(m)]
     for module in convs:
-        module.forward = types.MethodType(_channels_last_forward, module)
+        single = module.in_channels == 1 and module.groups == 1
+        module.forward = types.MethodType(_single_channel_forward if single else _channels_last_forward, module)
     for module in attentions:
         module.forward = types.MethodType(_sdpa_window_attention, module)
     for module in activations:

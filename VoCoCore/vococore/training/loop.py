@@ -48,7 +48,7 @@ class LoopConfig:
     grad_clip: float | None = None  # max global grad norm; None: no clipping
     checkpoint_every: int = 100  # write checkpoints/last.pt every this many steps (and at the end)
     keep_every: int = 0  # also keep checkpoints/step_XXXXXXXX.pt every this many steps (0: never)
-    fast_kernels: bool = True  # forward under vococore.networks.fast_training (same numbers, faster kernels)
+    fast_kernels: bool = True  # forward under vococore.networks.fast_training and a fused AdamW (same numbers)
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -93,9 +93,19 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with amsgrad (official recipe) over the parameters that take gradients (not the EMA teacher)."""
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with amsgrad (official recipe) over the parameters that take gradients (not the EMA teacher).
+
+    ``fused``: PyTorch's one-kernel AdamW where the parameters' device has it (CPU from PyTorch 2.4, CUDA), else
+    the default. Same update to float32 rounding (2e-8 relative in the parameters after a step); on this project's
+    CPU one step of the small CNNs' optimizer took 0.8 / 2.2 ms fused against 4.3 / 8.7 ms (1-thread, fs 4 / 8)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if fused and params:
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, amsgrad=True, fused=True)
+        except RuntimeError:  # this PyTorch has no fused kernel for the parameters' device or dtype
+            pass
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, amsgrad=True)
 
 
@@ -169,7 +179,8 @@ class Trainer:
         self.backbone, self.recipe, self.run_config = backbone, recipe, run_config
         self.kind, self.stage = kind, stage
         self.json_progress, self.use_tensorboard = json_progress, tensorboard
-        self.optimizer = make_optimizer(unwrap_model(model), config.lr, config.weight_decay)
+        self.optimizer = make_optimizer(unwrap_model(model), config.lr, config.weight_decay,
+                                        fused=config.fast_kernels)
         self.scheduler = warmup_cosine(self.optimizer, config.warmup_steps, config.steps)
         self.dtype = autocast_dtype(config.amp, info.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
@@ -191,6 +202,8 @@ class Trainer:
             raise VoCoError(f"checkpoint backbone {ckpt['backbone']} differs from this run's {mine}", path)
         self.step = restore_training_state(ckpt, unwrap_model(self.model), self.optimizer, self.scheduler,
                                            self.scaler, rank=self.info.rank)
+        for group in self.optimizer.param_groups:  # this run's kernel choice, not the saved run's
+            group["fused"], group["foreach"] = self.optimizer.defaults["fused"], self.optimizer.defaults["foreach"]
         return self.step
 
     def save(self, data_state: dict[str, Any] | None = None) -> Path | None:
