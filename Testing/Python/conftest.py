@@ -18,10 +18,10 @@ if "VOCOCORE_SAMPLE_DATA_MIRROR" not in os.environ and _DEFAULT_MIRROR.is_dir():
 
 @pytest.fixture(scope="session", autouse=True)
 def _few_threads() -> None:
-    """Tests run on 2-core CI machines: keep torch from oversubscribing."""
+    """Tests run on 2-core CI machines: keep torch from oversubscribing (one thread per pytest-xdist worker)."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1 else 2)
 
 
 @pytest.fixture(scope="session")

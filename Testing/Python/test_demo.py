@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vococore_demo import DemoSettings, run_demo
 from vococore_demo.figures import SIZES
@@ -35,7 +36,8 @@ def demo(tmp_path_factory):
     """The quick main job run as ``python -m vococore_demo``: its output folder, printed stage seconds and log."""
     out = tmp_path_factory.mktemp("demo") / "out"
     path = os.pathsep.join([str(REPO / "VoCoCore"), str(REPO / "VoCoSlicer"), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), "OMP_NUM_THREADS": "2"}
+    # the thread count of this process: the checks below recompute the run's numbers here, to 1e-6
+    env = {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     command = [sys.executable, "-m", "vococore_demo", "--quick", "--device", "cpu", "--output", str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
