@@ -20,7 +20,7 @@ from torch import nn
 
 from vococore.utils.errors import VoCoError
 from vococore.segmentation.package import ModelPackage, load_package
-from vococore.preprocessing.preprocessor import IMAGE, Preprocessed, build_transform, to_meta_tensor
+from vococore.preprocessing.lean import InferenceInput, preprocess_for_inference
 from vococore.segmentation.sliding_window import (BLEND_MODES, InferenceCancelled, argmax_in_slabs, class_argmax,
                                      sliding_window_scores)
 from vococore.utils.device import pick_device
@@ -60,7 +60,7 @@ class InferenceOptions:
 def _resolve(model: str | os.PathLike | tuple[nn.Module, ModelPackage], device: torch.device
              ) -> tuple[nn.Module, ModelPackage]:
     if isinstance(model, (str, os.PathLike)):
-        return load_package(model, device)
+        return load_package(model, device, inference=True)
     network, package = model
     return network.to(device).eval(), package
 
@@ -79,9 +79,9 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     roi = tuple(options.roi_size or package.roi_size)
     overlap = package.overlap if options.overlap is None else options.overlap
     amp = device.type == "cuda" if options.amp is None else options.amp
-    pre = _preprocess_on(volume, package.preprocess, device)
+    pre = preprocess_for_inference(volume, package.preprocess, device)
     report = None if progress is None else (lambda done, total: progress(0.95 * done / total))
-    scores = sliding_window_scores(network, pre.image.as_tensor()[None], roi, overlap=overlap,
+    scores = sliding_window_scores(network, pre.image[None], roi, overlap=overlap,
                                    blend=options.blend, sw_batch_size=options.sw_batch_size,
                                    accumulate_dtype=ACCUMULATE_DTYPES[options.accumulate_dtype], amp=amp,
                                    progress=report, cancel=cancel)
@@ -95,21 +95,12 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     return volume.with_array(back, labels=package.labels)
 
 
-def _preprocess_on(volume: Volume, config, device: torch.device) -> Preprocessed:
-    """:class:`Preprocessor` run with the image already on ``device`` (resampling a large CT on the GPU)."""
-    transform = build_transform(config)
-    out = transform({IMAGE: to_meta_tensor(volume).to(device)})
-    return Preprocessed(image=out[IMAGE], label=None, original=volume, transform=transform)
-
-
-def _unpadded(scores: torch.Tensor, pre: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
+def _unpadded(scores: torch.Tensor, pre: InferenceInput) -> tuple[torch.Tensor, np.ndarray]:
     """Scores without the margins that the final padding (``min_size``) added, and the affine of what is left:
     those voxels hold no image, so input voxels near them follow the real data's border, as in MONAI's inverse."""
-    pads = next((op["extra_info"]["padded"] for op in reversed(pre.image.applied_operations)
-                 if op.get("class") == "SpatialPad"), None)
-    if not pads:
+    spatial = pre.pads
+    if not any(p for pair in spatial for p in pair):
         return scores, pre.affine
-    spatial = [tuple(int(p) for p in pair) for pair in pads[-3:]]
     crop = tuple(slice(before, size - after) for (before, after), size in zip(spatial, scores.shape[1:]))
     shift = np.eye(4)
     shift[:3, 3] = [before for before, _ in spatial]
@@ -276,7 +267,7 @@ def segment_files(package_path: str | os.PathLike, inputs: list[Path], outputs: 
             _check_dicom_source(Path(src))
         check_writable(out, overwrite)
     options = options or InferenceOptions()
-    loaded = load_package(package_path, pick_device(options.device))
+    loaded = load_package(package_path, pick_device(options.device), inference=True)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs)):
         volume = read_volume(src)
