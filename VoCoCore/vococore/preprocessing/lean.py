@@ -19,7 +19,7 @@ import torch
 
 from vococore.io.volume import Volume
 from vococore.preprocessing.config import PreprocessConfig, check_resampled_size
-from vococore.preprocessing.grid import SPACING_TOLERANCE
+from vococore.preprocessing.grid import SPACING_TOLERANCE, resampled_shape
 
 
 @dataclass
@@ -66,7 +66,7 @@ def preprocess_for_inference(volume: Volume, config: PreprocessConfig, device: t
         target = np.asarray(config.spacing, dtype=np.float64)
         out = np.where(np.abs(native - target) <= SPACING_TOLERANCE, native, target)
         zoom = native / out
-        sizes = _resampled_shape(affine, image.shape, out)
+        sizes = resampled_shape(affine, image.shape, out)
         for axis in sorted(range(3), key=lambda a: sizes[a] / image.shape[a]):  # shrink the most first
             if sizes[axis] == image.shape[axis] and abs(zoom[axis] - 1.0) < 1e-9:
                 continue
@@ -88,19 +88,6 @@ def preprocess_for_inference(volume: Volume, config: PreprocessConfig, device: t
         image = torch.nn.functional.pad(image[None, None], flat)[0, 0]
         affine = affine @ _shift(-np.asarray([before for before, _ in pads]))
     return InferenceInput(image=image[None], affine=affine, pads=pads)  # type: ignore[arg-type]
-
-
-def _resampled_shape(affine: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray) -> list[int]:
-    """The grid size MONAI's Spacing gives: the voxel-centre extent in output voxels plus one, rounded, computed
-    with its arithmetic (Cholesky rotation, ``solve``), since an extent of exactly x.5 voxels rounds either way
-    on floating-point noise (the 3 mm example CT's 112 slices give 56.5 at 6 mm, which MONAI makes 57)."""
-    upper = np.linalg.cholesky(affine[:3, :3].T @ affine[:3, :3]).T
-    rotation = affine[:3, :3] @ np.linalg.inv(upper)
-    target = np.eye(4)
-    target[:3, :3] = rotation @ np.diag(np.sign(np.diag(upper)) * spacing)
-    corners = np.asarray(np.meshgrid(*[(0.0, n - 1.0) for n in shape], indexing="ij")).reshape(3, -1)
-    mapped = np.linalg.solve(target, affine) @ np.concatenate([corners, np.ones_like(corners[:1])])
-    return [int(v) for v in np.round(np.ptp(mapped[:3] / mapped[3], axis=1) + 1.0)]
 
 
 def _crop_foreground(image: torch.Tensor, threshold: float) -> tuple[torch.Tensor, np.ndarray]:
