@@ -34,7 +34,7 @@ def scan_intervals(image_size: Sequence[int], roi_size: Sequence[int], overlap: 
 def window_slices(image_size: Sequence[int], roi_size: Sequence[int], steps: Sequence[int]) -> list[tuple[slice, ...]]:
     """Windows as MONAI's ``dense_patch_slices`` places them (first axis slowest): every ``step`` along an axis
     until one reaches the end, that last one moved back to end there. Ours, so that inference with a small CNN
-    does not import MONAI (see :mod:`vococore.networks.lean_unet`); ``test_sliding_window.py`` compares them."""
+    does not import MONAI (see :mod:`vococore.networks.lean_unet`); ``test_lean_preprocessing.py`` compares them."""
     per_axis = []
     for size, roi, step in zip(image_size, roi_size, steps):
         starts = [0]
