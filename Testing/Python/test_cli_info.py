@@ -69,6 +69,17 @@ def test_fast_grid_matches_monai_preprocessing(sample, name):
         _check_against_monai(volume, preset)
 
 
+def test_fast_grid_rounds_a_half_voxel_extent_as_monai(sample):
+    # the demo model's 6 mm recipe: the example CT's 112 slices of 3 mm span 55.5 output voxels, + 1 = 56.5, which
+    # MONAI's Spacing makes 57 through its floating-point arithmetic (a plain round-half-to-even says 56)
+    from vococore.preprocessing.output_shape import preprocessed_grid
+    from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
+
+    config = PreprocessConfig(spacing=(6.0, 6.0, 6.0), foreground_threshold=None, min_size=(1, 1, 1))
+    volume = read_volume(sample("TotalSegCT"))
+    assert preprocessed_grid(volume, config).shape == Preprocessor(config)(volume).shape == (62, 51, 57)
+
+
 def test_fast_grid_matches_monai_on_reoriented_real_ct(sample):
     # the same real voxels under headers that make every step work: oblique directions, axes stored in another
     # order and flipped, an anisotropic spacing, a spacing within MONAI's 1e-3 mm of the target, an all-air volume

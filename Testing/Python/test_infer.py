@@ -91,17 +91,28 @@ def test_class_argmax_equals_torch_argmax_with_ties(dtype):
     assert class_argmax(scores[:1]).eq(0).all()
 
 
-@pytest.mark.parametrize("rotated", [False, True])
-def test_scores_to_grid_equals_grid_sample_trilinear(rotated):
-    """Both paths of scores_to_grid (three 1D interpolations for axis-aligned grids, grid_sample on boxes for a
-    rotation) against trilinear grid_sample on the whole score volume, with flips, a permutation, an offset and
-    target voxels beyond the scores (zero there)."""
+def _smooth_scores() -> torch.Tensor:
+    """Four classes over a 20x18x16 grid with large regions of one label, two touching the grid's faces: most
+    cells of 2x2x2 score voxels have one label (the shortcut of scores_to_grid), the others lie on boundaries."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in (20, 18, 16)], indexing="ij"))
+    centres = torch.tensor([[10.0, 9.0, 8.0], [0.0, 4.0, 12.0], [18.0, 15.0, 2.0]])
+    blobs = [(-((grid - c.view(3, 1, 1, 1)) ** 2).sum(0) / 60).exp() for c in centres]
+    return torch.stack([torch.full_like(blobs[0], 0.4), *blobs])  # class 0 where no blob is above 0.4
+
+
+@pytest.mark.parametrize("rotated,smooth", [(False, False), (True, False), (False, True)])
+def test_scores_to_grid_equals_grid_sample_trilinear(rotated, smooth):
+    """Both paths of scores_to_grid (per-voxel for axis-aligned grids: a cell's label where its eight score voxels
+    agree, else three 1D interpolations; grid_sample on boxes for a rotation) against trilinear grid_sample on the
+    whole score volume, with flips, a permutation, an offset and target voxels beyond the scores (zero there),
+    for random scores (nearly every cell mixed) and smooth ones (most cells of one label)."""
     from scipy.spatial.transform import Rotation
 
-    from vococore.segmentation.inference import scores_to_grid
+    from vococore.segmentation.inference import _axis_permutation, _separable_slab, scores_to_grid
+    from vococore.segmentation.sliding_window import class_argmax
     from vococore.io.volume import Volume
 
-    scores = torch.rand(4, 20, 18, 16, generator=torch.Generator().manual_seed(5))
+    scores = _smooth_scores() if smooth else torch.rand(4, 20, 18, 16, generator=torch.Generator().manual_seed(5))
     scores_affine = np.diag([1.5, -1.5, 2.0, 1.0])
     scores_affine[:3, 3] = [-3.0, 20.0, -2.0]
     affine = np.zeros((4, 4))
@@ -122,6 +133,12 @@ def test_scores_to_grid_equals_grid_sample_trilinear(rotated):
     reference = values[0, :, :, 0, 0].numpy().argmax(0).reshape(target.shape)  # numpy: first maximum on ties
     assert (reference == 0).mean() > 0.2 and (reference != 0).mean() > 0.2  # inside and beyond the scores
     assert (ours == reference).mean() > 0.999
+    if smooth:  # several labels, and the same labels as interpolating every voxel
+        assert all((reference == c).mean() > 0.02 for c in range(4))
+        matrix = np.linalg.inv(scores_affine) @ affine
+        full = class_argmax(_separable_slab(scores.half(), torch.as_tensor(matrix), _axis_permutation(matrix),
+                                            *target.shape[:2], 0, target.shape[2]))
+        np.testing.assert_array_equal(ours, full.numpy())
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])

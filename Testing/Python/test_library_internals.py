@@ -1,6 +1,6 @@
 """Pins on the private MONAI and PyTorch behaviour vococore relies on, so an upgrade that changes it fails here,
-by name, rather than as wrong numbers elsewhere: the SpatialPad record in ``applied_operations`` (inference
-crops the padding off with it), CropForeground's overridable ``compute_bounding_box`` (the keep-whole fallback),
+by name, rather than as wrong numbers elsewhere (and one on our own padding record that inference crops the
+padding off with): CropForeground's overridable ``compute_bounding_box`` (the keep-whole fallback),
 ``torch.mkldnn_convolution``'s argument order (fast inference), and the PatchMerging class swap (legacy merging)."""
 
 from __future__ import annotations
@@ -11,31 +11,19 @@ import torch
 import torch.nn.functional as F
 
 
-def test_spatial_pad_record_names_class_and_padding_per_dim():
-    """inference._unpadded reads ``op["class"] == "SpatialPad"`` and ``op["extra_info"]["padded"]``: (before,
-    after) per dimension, channel first, split symmetrically with the extra voxel after."""
-    from monai.data import MetaTensor
-    from monai.transforms import SpatialPad
-
-    padded = SpatialPad(spatial_size=(64, 64, 64))(MetaTensor(torch.ones(1, 10, 64, 61)))
-    op = padded.applied_operations[-1]
-    assert op["class"] == "SpatialPad"
-    assert [tuple(int(v) for v in pair) for pair in op["extra_info"]["padded"]] == [(0, 0), (27, 27), (0, 0), (1, 2)]
-    assert padded[0, 27:37, :, 1:62].all() and padded.sum() == 10 * 64 * 61
-
-
-def test_unpadded_uses_the_record_to_return_the_real_grid():
-    """Through our preprocessing: a 20-slice volume is padded to 64 slices; the record gives back the 20 slices
-    and an affine whose origin is the un-padded grid's."""
+def test_unpadded_returns_the_real_grid():
+    """Through the inference preprocessing: a 20-slice volume is padded to 64 slices; ``_unpadded`` gives back
+    the 20 slices and an affine whose origin is the un-padded grid's."""
     from vococore.io.volume import Volume
-    from vococore.preprocessing.preprocessor import PreprocessConfig, Preprocessor
+    from vococore.preprocessing.lean import preprocess_for_inference
+    from vococore.preprocessing.preprocessor import PreprocessConfig
     from vococore.segmentation.inference import _unpadded
 
     array = np.full((80, 80, 20), 100, dtype=np.int16)
-    pre = Preprocessor(PreprocessConfig(spacing=None, foreground_threshold=None))(
-        Volume(array, np.diag([1.5, 1.5, 1.5, 1.0])))
-    assert pre.shape == (80, 80, 64)
-    scores, affine = _unpadded(torch.zeros(2, *pre.shape), pre)
+    pre = preprocess_for_inference(Volume(array, np.diag([1.5, 1.5, 1.5, 1.0])),
+                                   PreprocessConfig(spacing=None, foreground_threshold=None))
+    assert tuple(pre.image.shape) == (1, 80, 80, 64) and pre.pads == ((0, 0), (0, 0), (22, 22))
+    scores, affine = _unpadded(torch.zeros(2, 80, 80, 64), pre)
     assert tuple(scores.shape) == (2, 80, 80, 20)
     np.testing.assert_allclose(affine[:3, 3], [0.0, 0.0, 0.0], atol=1e-6)  # (64 - 20) / 2 = 22 slices before
 

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from vococore.utils.errors import VoCoError
-from vococore.networks.legacy_merging import use_legacy_merging
 
 ARCHITECTURES = ("swin", "cnn")
 FEATURE_SIZES = {"B": 48, "L": 96, "H": 192}
@@ -58,6 +57,8 @@ class BackboneSpec:
 def _swinunetr(spec: BackboneSpec, out_channels: int) -> nn.Module:
     from monai.networks.nets import SwinUNETR
 
+    from vococore.networks.legacy_merging import use_legacy_merging  # imports MONAI, so only when needed
+
     net = SwinUNETR(in_channels=spec.in_channels, out_channels=out_channels, feature_size=int(spec.feature_size),
                     use_v2=True, use_checkpoint=spec.use_checkpoint)
     if spec.legacy_merging:
@@ -68,9 +69,14 @@ def _swinunetr(spec: BackboneSpec, out_channels: int) -> nn.Module:
 def _basic_unet(spec: BackboneSpec, out_channels: int) -> nn.Module:
     from monai.networks.nets import BasicUNet
 
-    f = int(spec.feature_size)
     return BasicUNet(spatial_dims=3, in_channels=spec.in_channels, out_channels=out_channels,
-                     features=(f, 2 * f, 4 * f, 8 * f, 16 * f, f))
+                     features=_cnn_features(spec))
+
+
+def _cnn_features(spec: BackboneSpec) -> tuple[int, ...]:
+    """BasicUNet feature sizes per level for ``spec.feature_size`` f: (f, 2f, 4f, 8f, 16f, f)."""
+    f = int(spec.feature_size)
+    return (f, 2 * f, 4 * f, 8 * f, 16 * f, f)
 
 
 class _PooledEncoder(nn.Module):
@@ -126,3 +132,14 @@ def build_segmenter(spec: BackboneSpec, out_channels: int) -> nn.Module:
     """The full segmentation network for ``spec``, whose encoder keys equal :func:`build_encoder`'s."""
     return _swinunetr(spec, out_channels) if spec.arch == "swin" else _basic_unet(spec, out_channels)
 
+
+
+def build_inference_segmenter(spec: BackboneSpec, out_channels: int) -> nn.Module:
+    """The segmentation network for inference, same state-dict keys and outputs as :func:`build_segmenter`; for
+    ``cnn`` the MONAI-free :class:`~vococore.networks.lean_unet.LeanBasicUNet` (importing MONAI costs more than a
+    small CNN's whole inference, see that module)."""
+    if spec.arch == "swin":
+        return build_segmenter(spec, out_channels)
+    from vococore.networks.lean_unet import LeanBasicUNet
+
+    return LeanBasicUNet(spec.in_channels, out_channels, _cnn_features(spec))

@@ -41,11 +41,12 @@ def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) ->
     check_resampled_size(volume, config.spacing)
     ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(config.orientation))
     array = nio.apply_orientation(volume.array, ornt)
-    spacing = np.linalg.norm((volume.affine @ nio.inv_ornt_aff(ornt, volume.shape))[:3, :3], axis=0)
+    affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if config.spacing is not None:
         target = np.asarray(config.spacing, dtype=np.float64)
         out = np.where(np.abs(spacing - target) <= SPACING_TOLERANCE, spacing, target)
-        array = _resample_trilinear(array, spacing / out)
+        array = _resample_trilinear(array, spacing / out, resampled_shape(affine, array.shape, out))
         spacing = out
     shape = array.shape
     if config.foreground_threshold is not None:
@@ -54,12 +55,24 @@ def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) ->
                             spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
 
 
-def _resample_trilinear(array: np.ndarray, zoom: np.ndarray) -> np.ndarray:
-    """Resample by ``zoom`` (input spacing / output spacing) per axis: output voxel o samples input position
-    o / zoom, linearly along each axis in turn (trilinear is separable), clamped to the edge voxels."""
+def resampled_shape(affine: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray) -> list[int]:
+    """The grid size MONAI's Spacing gives: the voxel-centre extent in output voxels plus one, rounded, computed
+    with its arithmetic (Cholesky rotation, ``solve``), since an extent of exactly x.5 voxels rounds either way
+    on floating-point noise (the 3 mm example CT's 112 slices give 56.5 at 6 mm, which MONAI makes 57)."""
+    upper = np.linalg.cholesky(affine[:3, :3].T @ affine[:3, :3]).T
+    rotation = affine[:3, :3] @ np.linalg.inv(upper)
+    target = np.eye(4)
+    target[:3, :3] = rotation @ np.diag(np.sign(np.diag(upper)) * spacing)
+    corners = np.asarray(np.meshgrid(*[(0.0, n - 1.0) for n in shape], indexing="ij")).reshape(3, -1)
+    mapped = np.linalg.solve(target, affine) @ np.concatenate([corners, np.ones_like(corners[:1])])
+    return [int(v) for v in np.round(np.ptp(mapped[:3] / mapped[3], axis=1) + 1.0)]
+
+
+def _resample_trilinear(array: np.ndarray, zoom: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Resample to ``sizes`` by ``zoom`` (input spacing / output spacing) per axis: output voxel o samples input
+    position o / zoom, linearly along each axis in turn (trilinear is separable), clamped to the edge voxels."""
     out = array.astype(np.float32, copy=False)
-    for axis, (n, z) in enumerate(zip(array.shape, zoom)):
-        size = int(np.round((n - 1) * z + 1.0))  # MONAI's compute_shape_offset: the voxel-centre extent
+    for axis, (n, z, size) in enumerate(zip(array.shape, zoom, sizes)):
         if size == n and abs(z - 1.0) < 1e-9:
             continue
         x = np.clip(np.arange(size, dtype=np.float64) / z, 0.0, n - 1.0)

@@ -9,6 +9,7 @@ No all-class float volume at input resolution is ever built. On CUDA, all of it 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from torch import nn
 
 from vococore.utils.errors import VoCoError
 from vococore.segmentation.package import ModelPackage, load_package
-from vococore.preprocessing.preprocessor import IMAGE, Preprocessed, build_transform, to_meta_tensor
+from vococore.preprocessing.lean import InferenceInput, preprocess_for_inference
 from vococore.segmentation.sliding_window import (BLEND_MODES, InferenceCancelled, argmax_in_slabs, class_argmax,
                                      sliding_window_scores)
 from vococore.utils.device import pick_device
@@ -60,7 +61,7 @@ class InferenceOptions:
 def _resolve(model: str | os.PathLike | tuple[nn.Module, ModelPackage], device: torch.device
              ) -> tuple[nn.Module, ModelPackage]:
     if isinstance(model, (str, os.PathLike)):
-        return load_package(model, device)
+        return load_package(model, device, inference=True)
     network, package = model
     return network.to(device).eval(), package
 
@@ -79,9 +80,9 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     roi = tuple(options.roi_size or package.roi_size)
     overlap = package.overlap if options.overlap is None else options.overlap
     amp = device.type == "cuda" if options.amp is None else options.amp
-    pre = _preprocess_on(volume, package.preprocess, device)
+    pre = preprocess_for_inference(volume, package.preprocess, device)
     report = None if progress is None else (lambda done, total: progress(0.95 * done / total))
-    scores = sliding_window_scores(network, pre.image.as_tensor()[None], roi, overlap=overlap,
+    scores = sliding_window_scores(network, pre.image[None], roi, overlap=overlap,
                                    blend=options.blend, sw_batch_size=options.sw_batch_size,
                                    accumulate_dtype=ACCUMULATE_DTYPES[options.accumulate_dtype], amp=amp,
                                    progress=report, cancel=cancel)
@@ -95,21 +96,12 @@ def segment(model: str | os.PathLike | tuple[nn.Module, ModelPackage], volume: V
     return volume.with_array(back, labels=package.labels)
 
 
-def _preprocess_on(volume: Volume, config, device: torch.device) -> Preprocessed:
-    """:class:`Preprocessor` run with the image already on ``device`` (resampling a large CT on the GPU)."""
-    transform = build_transform(config)
-    out = transform({IMAGE: to_meta_tensor(volume).to(device)})
-    return Preprocessed(image=out[IMAGE], label=None, original=volume, transform=transform)
-
-
-def _unpadded(scores: torch.Tensor, pre: Preprocessed) -> tuple[torch.Tensor, np.ndarray]:
+def _unpadded(scores: torch.Tensor, pre: InferenceInput) -> tuple[torch.Tensor, np.ndarray]:
     """Scores without the margins that the final padding (``min_size``) added, and the affine of what is left:
     those voxels hold no image, so input voxels near them follow the real data's border, as in MONAI's inverse."""
-    pads = next((op["extra_info"]["padded"] for op in reversed(pre.image.applied_operations)
-                 if op.get("class") == "SpatialPad"), None)
-    if not pads:
+    spatial = pre.pads
+    if not any(p for pair in spatial for p in pair):
         return scores, pre.affine
-    spatial = [tuple(int(p) for p in pair) for pair in pads[-3:]]
     crop = tuple(slice(before, size - after) for (before, after), size in zip(spatial, scores.shape[1:]))
     shift = np.eye(4)
     shift[:3, 3] = [before for before, _ in spatial]
@@ -167,6 +159,96 @@ def _separable_slab(scores: torch.Tensor, to_scores: torch.Tensor, axes: list[in
     return values.permute(0, *order)
 
 
+UNMIXED = 255  # the corners of this cell do not all have the same label: interpolate there
+
+
+def _uniform_cells(scores: torch.Tensor) -> torch.Tensor | None:
+    """A lookup table of the label a target voxel gets without interpolation, by cell of 2×2×2 neighbouring
+    score voxels: the corners' argmax label where all eight have the same (a trilinear value inside is a
+    weighted sum of score vectors that all rank that class first, ties to the lower class, so it does too), else
+    UNMIXED. Along each axis, slots 2..n hold the n-1 cells; slots 1 and n+1 the band less than one voxel beyond
+    the scores (UNMIXED: partly zero-padded); slots 0 and n+2 everything farther out (0: all weights are zero, so
+    the first class wins, as ``class_argmax`` of zeros). None where the shortcut does not apply (an axis of one
+    voxel, or more than 255 classes)."""
+    if scores.shape[0] > UNMIXED or min(scores.shape[1:]) < 2:
+        return None
+    labels = argmax_in_slabs(scores)
+    corner = labels[:-1, :-1, :-1]
+    same = torch.ones_like(corner, dtype=torch.bool)
+    for dx, dy, dz in list(itertools.product((0, 1), repeat=3))[1:]:
+        same &= labels[dx:dx + corner.shape[0], dy:dy + corner.shape[1], dz:dz + corner.shape[2]] == corner
+    table = torch.full([n + 3 for n in labels.shape], UNMIXED, dtype=torch.uint8, device=scores.device)
+    table[2:-2, 2:-2, 2:-2] = torch.where(same, corner, torch.full_like(corner, UNMIXED))
+    table[[0, -1]] = table[:, [0, -1]] = table[:, :, [0, -1]] = 0
+    return table
+
+
+def _cell_slots(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Slots of :func:`_uniform_cells`'s table along an axis of ``size`` score voxels for fractional indices."""
+    slots = coords.floor().long().clamp(0, size - 2) + 2
+    slots[(coords < 0) | (coords > size - 1)] = 1
+    slots[coords > size - 1] = size + 1
+    slots[coords <= -1] = 0
+    slots[coords >= size] = size + 2
+    return slots
+
+
+def _separable_labels(scores: torch.Tensor, table: torch.Tensor, to_scores: torch.Tensor, axes: list[int],
+                      ni: int, nj: int, k0: int, k1: int, flat_scores: torch.Tensor,
+                      chunk_values: int = 1 << 23) -> torch.Tensor:
+    """Labels (ni, nj, k1-k0) of target slices k0..k1-1 for an axis-aligned mapping: a target voxel in a cell of
+    one label (see :func:`_uniform_cells`) takes it, any other is interpolated at its own position with the
+    arithmetic of :func:`_separable_slab` (same weights, same order: the same float32 values), so the result is
+    that function's argmax (but where float32 rounding would decide a near-tie inside a uniform cell) while most
+    voxels of a large CT skip the interpolation. ``flat_scores``: the scores as float32 (C, X*Y*Z)."""
+    device = scores.device
+    positions = [torch.arange(n, device=device, dtype=torch.float64) for n in (ni, nj)]
+    positions.append(torch.arange(k0, k1, device=device, dtype=torch.float64))
+    coords = [positions[t] * to_scores[axes[t], t] + to_scores[axes[t], 3] for t in range(3)]  # per target axis
+    labels = table
+    for t in range(3):
+        labels = labels.index_select(axes[t], _cell_slots(coords[t], scores.shape[1 + axes[t]]))
+    labels = labels.permute(*[axes[t] for t in range(3)]).contiguous()  # target order (i, j, k)
+    todo = torch.nonzero(labels == UNMIXED)
+    step = max(1, chunk_values // (8 * scores.shape[0]))
+    for start in range(0, len(todo), step):
+        points = todo[start:start + step]
+        values = _point_lerp(flat_scores, tuple(scores.shape[1:]), [coords[t][points[:, t]] for t in range(3)], axes)
+        labels[points[:, 0], points[:, 1], points[:, 2]] = class_argmax(values)
+    return labels
+
+
+def _point_lerp(flat_scores: torch.Tensor, shape: tuple[int, ...], coords: list[torch.Tensor], axes: list[int]
+                ) -> torch.Tensor:
+    """Class scores (C, n) float32 at n points with fractional score indices ``coords[t]`` along score axis
+    ``axes[t]`` of the scores (C, *shape) given flattened as float32 (C, X*Y*Z), interpolated along target axes
+    k, i, j in turn with :func:`_lerp_along`'s weights and zeros beyond the edges, as :func:`_separable_slab`
+    does for whole slices."""
+    corners: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * 3
+    weights: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * 3
+    for t in range(3):
+        size = shape[axes[t]]
+        low = torch.floor(coords[t])
+        frac = coords[t] - low
+        below, above = low.long(), low.long() + 1
+        weights[t] = (((1 - frac) * ((below >= 0) & (below < size))).float(),
+                      (frac * ((above >= 0) & (above < size))).float())
+        corners[t] = (below.clamp(0, size - 1), above.clamp(0, size - 1))
+    strides = [int(np.prod(shape[a + 1:])) for a in range(3)]  # of score axis a in the flattened voxels
+    gathered = {}
+    for pick in itertools.product((0, 1), repeat=3):  # pick[t]: below (0) or above (1) along target axis t
+        flat = sum(corners[t][pick[t]] * strides[axes[t]] for t in range(3))
+        gathered[pick] = flat_scores.index_select(1, flat)
+    for t in (2, 0, 1):  # collapse target axis t: value = below * weight + above * weight
+        merged = {}
+        for pick, value in gathered.items():
+            if pick[t] == 0:
+                other = pick[:t] + (1,) + pick[t + 1:]
+                merged[pick] = value * weights[t][0] + gathered[other] * weights[t][1]
+        gathered = merged
+    return gathered[(0, 0, 0)]
+
+
 @torch.inference_mode()
 def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volume, slab: int = 4) -> np.ndarray:
     """Argmax (uint8) on ``target``'s grid of class scores (C, X, Y, Z) interpolated trilinearly at each target
@@ -182,8 +264,14 @@ def scores_to_grid(scores: torch.Tensor, scores_affine: np.ndarray, target: Volu
     ni, nj, nk = target.shape
     size = torch.as_tensor(scores.shape[1:], device=device)
     out = np.zeros(target.shape, dtype=np.uint8)
+    cells = _uniform_cells(scores) if axes is not None else None
+    flat_scores = scores.reshape(scores.shape[0], -1).float() if cells is not None else None  # exact from float16
     for k0 in range(0, nk, slab):
         k1 = min(k0 + slab, nk)
+        if cells is not None:
+            out[:, :, k0:k1] = _separable_labels(scores, cells, to_scores, axes, ni, nj, k0, k1,
+                                                 flat_scores).cpu().numpy()
+            continue
         if axes is not None:
             out[:, :, k0:k1] = class_argmax(_separable_slab(scores, to_scores, axes, ni, nj, k0, k1)).cpu().numpy()
             continue
@@ -276,7 +364,7 @@ def segment_files(package_path: str | os.PathLike, inputs: list[Path], outputs: 
             _check_dicom_source(Path(src))
         check_writable(out, overwrite)
     options = options or InferenceOptions()
-    loaded = load_package(package_path, pick_device(options.device))
+    loaded = load_package(package_path, pick_device(options.device), inference=True)
     written = []
     for i, (src, dst) in enumerate(zip(inputs, outputs)):
         volume = read_volume(src)

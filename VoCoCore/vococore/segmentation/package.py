@@ -25,7 +25,7 @@ from vococore.utils.atomic import atomic_path
 from vococore.utils.config import from_dict, to_dict
 from vococore.utils.errors import VoCoError, file_kind, first_line
 from vococore.io.labels import LabelInfo, Terminology, make_label
-from vococore.networks.backbones import BackboneSpec, build_segmenter
+from vococore.networks.backbones import BackboneSpec, build_inference_segmenter, build_segmenter
 from vococore.networks.weights_layouts import PACKAGE_METADATA_KEY
 from vococore.preprocessing.preprocessor import PreprocessConfig
 
@@ -145,8 +145,10 @@ def read_package_info(path: str | os.PathLike) -> ModelPackage:
     return ModelPackage.from_json(data, path)
 
 
-def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelPackage]:
-    """Build the packaged network, load and verify its weights (SHA-256), and return it in eval mode."""
+def load_package(path: str | os.PathLike, device: str | torch.device = "cpu", inference: bool = False
+                 ) -> tuple[nn.Module, ModelPackage]:
+    """Build the packaged network, load and verify its weights (SHA-256), and return it in eval mode;
+    ``inference`` builds it with :func:`build_inference_segmenter` (a small CNN without importing MONAI)."""
     from safetensors.torch import load_file
 
     package = read_package_info(path)
@@ -154,7 +156,8 @@ def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if weights_digest(state) != package.weights_sha256:
         raise VoCoError("weights do not match the SHA-256 recorded in the package; the file is damaged", path)
     # gradient checkpointing only matters for training
-    model = build_segmenter(replace(package.backbone, use_checkpoint=False), package.out_channels)
+    build = build_inference_segmenter if inference else build_segmenter
+    model = build(replace(package.backbone, use_checkpoint=False), package.out_channels)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     except RuntimeError as exc:

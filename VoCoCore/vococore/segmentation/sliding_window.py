@@ -2,12 +2,14 @@
 
 Unlike MONAI's ``sliding_window_inference``, the class scores are kept in ``accumulate_dtype`` (float16 by
 default; MONAI: float32) plus one float32 weight map, and normalised in place. Window placement and blending
-weights are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is MONAI's up to precision.
+weights are MONAI's (``dense_patch_slices``, ``compute_importance_map``, rewritten here so that a small CNN's
+inference does not import MONAI), so the result is MONAI's up to precision.
 The network runs with the faster inference kernels of :mod:`vococore.networks.fast_inference` (same numbers).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -27,6 +29,33 @@ class InferenceCancelled(RuntimeError):
 def scan_intervals(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> list[int]:
     """Step between windows per axis, as MONAI computes it (a window as large as the image does not move)."""
     return [r if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(image_size, roi_size)]
+
+
+def window_slices(image_size: Sequence[int], roi_size: Sequence[int], steps: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Windows as MONAI's ``dense_patch_slices`` places them (first axis slowest): every ``step`` along an axis
+    until one reaches the end, that last one moved back to end there. Ours, so that inference with a small CNN
+    does not import MONAI (see :mod:`vococore.networks.lean_unet`); ``test_lean_preprocessing.py`` compares them."""
+    per_axis = []
+    for size, roi, step in zip(image_size, roi_size, steps):
+        starts = [0]
+        while starts[-1] + roi < size:
+            starts.append(min(starts[-1] + step, size - roi))
+        per_axis.append(starts)
+    return [tuple(slice(s, s + r) for s, r in zip(corner, roi_size)) for corner in itertools.product(*per_axis)]
+
+
+def blend_weight(roi_size: tuple[int, ...], blend: str, device: torch.device) -> torch.Tensor:
+    """Per-voxel weight of a window's output: 1 (constant) or MONAI's ``compute_importance_map`` Gaussian (sigma
+    1/8 of the window per axis, the product of 1D Gaussians centred on the window), floored at its smallest value
+    and at 1e-3 so that no voxel weighs zero."""
+    if blend == "constant":
+        return torch.ones(roi_size, dtype=torch.float32, device=device)
+    weight = torch.ones((), dtype=torch.float32, device=device)
+    for axis, r in enumerate(roi_size):
+        x = torch.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=torch.float32, device=device)
+        gauss = torch.exp(x**2 / (-2 * (r * 0.125) ** 2))
+        weight = weight.unsqueeze(-1) * gauss[(None,) * axis] if axis else gauss
+    return weight.clamp(min=max(float(weight.min()), 1e-3))
 
 
 def _pad_to_roi(image: torch.Tensor, roi_size: Sequence[int]) -> tuple[torch.Tensor, list[slice]]:
@@ -52,8 +81,6 @@ def sliding_window_scores(network: nn.Module | Callable[[torch.Tensor], torch.Te
     ``progress(done, total)`` is called after each batch of windows; ``cancel()`` returning True stops with
     :class:`InferenceCancelled`. ``amp`` runs the network under autocast (float16 on CUDA, bfloat16 on CPU).
     """
-    from monai.data.utils import compute_importance_map, dense_patch_slices
-
     if blend not in BLEND_MODES:
         raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
     if not 0 <= overlap < 1:
@@ -61,9 +88,8 @@ def sliding_window_scores(network: nn.Module | Callable[[torch.Tensor], torch.Te
     device = image.device
     padded, crop = _pad_to_roi(image, roi_size)
     size = padded.shape[2:]
-    windows = dense_patch_slices(size, roi_size, scan_intervals(size, roi_size, overlap))
-    weight = compute_importance_map(tuple(roi_size), mode=blend, sigma_scale=0.125, device=device)
-    weight = weight.clamp(min=max(float(weight[weight > 0].min()), 1e-3))
+    windows = window_slices(size, roi_size, scan_intervals(size, roi_size, overlap))
+    weight = blend_weight(tuple(roi_size), blend, device)
     autocast = torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
                               enabled=amp)
     scores: torch.Tensor | None = None
