@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from header_variants import header_variants
 from vococore.io import read_volume
 from vococore.io.volume import Volume
 from vococore.preprocessing.lean import preprocess_for_inference
 from vococore.preprocessing.preprocessor import PRESETS, PreprocessConfig, Preprocessor
 
 SMALL_MODEL = PreprocessConfig(spacing=(6.0, 6.0, 6.0), min_size=(32, 32, 32))  # the finetune_small recipe
-
-
-def _rotation(degrees: float, axis: int) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    i, j = [a for a in range(3) if a != axis]
-    r = np.eye(4)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
 
 
 def _check(volume: Volume, config: PreprocessConfig) -> None:
@@ -51,16 +44,7 @@ def test_lean_preprocessing_equals_monai_on_reoriented_real_ct(sample):
     # real voxels under headers that exercise each step: oblique directions, axes stored in another order and
     # flipped, anisotropic spacing, a spacing within 1e-3 mm of the target, float voxels, an all-air volume
     v = read_volume(sample("TotalSegCTSmall"))
-    variants = [
-        Volume(v.array, _rotation(25, 2) @ v.affine),
-        Volume(v.array, _rotation(40, 0) @ _rotation(10, 1) @ v.affine),
-        Volume(np.ascontiguousarray(v.array.transpose(1, 2, 0)[::-1]), v.affine[:, [1, 2, 0, 3]] @ np.diag([-1, 1, 1, 1])),
-        Volume(v.array, v.affine @ np.diag([0.7 / 3, 0.7 / 3, 2.3 / 3, 1])),
-        Volume(v.array, v.affine @ np.diag([1.5004 / 3, 1.4997 / 3, 1.5 / 3, 1])),
-        Volume(v.array.astype(np.float32) + 0.25, v.affine),
-        Volume(np.full_like(v.array, -1000), v.affine),
-    ]
-    assert variants[2].orientation == "PSR"
+    variants = [*header_variants(v), Volume(v.array.astype(np.float32) + 0.25, v.affine)]
     for volume in variants:
         _check(volume, SMALL_MODEL)
         _check(volume, replace(PRESETS["abdomen"], spacing=(2.0, 1.3, 4.0)))
