@@ -19,7 +19,7 @@ import torch
 
 from vococore.io.volume import Volume
 from vococore.preprocessing.config import PreprocessConfig, check_resampled_size
-from vococore.preprocessing.output_shape import SPACING_TOLERANCE, resampled_shape
+from vococore.preprocessing.output_shape import oriented, output_spacing, resampled_shape
 
 
 @dataclass
@@ -46,25 +46,16 @@ def _lerp_border(values: torch.Tensor, dim: int, coords: torch.Tensor) -> torch.
     return low.add_((values.index_select(dim, above).float() - low).mul_(frac))
 
 
-def _orient(volume: Volume, orientation: str) -> tuple[np.ndarray, np.ndarray]:
-    """The array flipped and transposed to ``orientation`` (a view) and its affine, as MONAI's Orientation."""
-    import nibabel.orientations as nio
-
-    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(orientation))
-    return nio.apply_orientation(volume.array, ornt), volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
-
-
 def preprocess_for_inference(volume: Volume, config: PreprocessConfig, device: torch.device | str = "cpu"
                              ) -> InferenceInput:
     """``volume`` preprocessed by ``config`` on ``device`` (a large CT is resampled on the GPU there)."""
     check_resampled_size(volume, config.spacing)
-    array, affine = _orient(volume, config.orientation)
+    array, affine = oriented(volume, config.orientation)
     image = torch.from_numpy(np.ascontiguousarray(array)).to(device)  # may share the caller's voxels
     resampled = False
     if config.spacing is not None:
         native = np.linalg.norm(affine[:3, :3], axis=0)
-        target = np.asarray(config.spacing, dtype=np.float64)
-        out = np.where(np.abs(native - target) <= SPACING_TOLERANCE, native, target)
+        out = output_spacing(native, config.spacing)
         zoom = native / out
         sizes = resampled_shape(affine, image.shape, out)
         for axis in sorted(range(3), key=lambda a: sizes[a] / image.shape[a]):  # shrink the most first

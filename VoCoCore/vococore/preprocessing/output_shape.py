@@ -35,17 +35,12 @@ class PreprocessedGrid:
 
 def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) -> PreprocessedGrid:
     """The grid ``config`` (default: the v2 abdomen recipe) turns ``volume`` into, without torch or MONAI."""
-    import nibabel.orientations as nio
-
     config = config or PreprocessConfig()
     check_resampled_size(volume, config.spacing)
-    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(config.orientation))
-    array = nio.apply_orientation(volume.array, ornt)
-    affine = volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
+    array, affine = oriented(volume, config.orientation)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if config.spacing is not None:
-        target = np.asarray(config.spacing, dtype=np.float64)
-        out = np.where(np.abs(spacing - target) <= SPACING_TOLERANCE, spacing, target)
+        out = output_spacing(spacing, config.spacing)
         array = _resample_trilinear(array, spacing / out, resampled_shape(affine, array.shape, out))
         spacing = out
     shape = array.shape
@@ -53,6 +48,21 @@ def preprocessed_grid(volume: Volume, config: PreprocessConfig | None = None) ->
         shape = _foreground_box(array, config)
     return PreprocessedGrid(shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
                             spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+
+
+def oriented(volume: Volume, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """``volume``'s array flipped and transposed to ``orientation`` (a view) and its affine, as MONAI's
+    Orientation (nibabel's axis codes)."""
+    import nibabel.orientations as nio
+
+    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt(orientation))
+    return nio.apply_orientation(volume.array, ornt), volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)
+
+
+def output_spacing(native: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
+    """The spacing MONAI's Spacing resamples to: ``target``, but a native spacing within 1e-3 mm of it is kept."""
+    target_mm = np.asarray(target, dtype=np.float64)
+    return np.where(np.abs(native - target_mm) <= SPACING_TOLERANCE, native, target_mm)
 
 
 def resampled_shape(affine: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray) -> list[int]:
