@@ -149,6 +149,7 @@ def test_shared_loop_uses_the_kernels_by_default_with_the_same_losses():
         assert float(moved.abs().min()) > 0.5e-3, name  # the step (lr 1e-3) moved each of them
         torch.testing.assert_close(trained[True][name][clear], trained[False][name][clear], rtol=0, atol=1e-6)
 
+
 def test_fused_optimizer_same_updates_as_the_default_adamw():
     from vococore.training.loop import make_optimizer
 

@@ -133,7 +133,6 @@ def build_segmenter(spec: BackboneSpec, out_channels: int) -> nn.Module:
     return _swinunetr(spec, out_channels) if spec.arch == "swin" else _basic_unet(spec, out_channels)
 
 
-
 def build_inference_segmenter(spec: BackboneSpec, out_channels: int) -> nn.Module:
     """The segmentation network for inference, same state-dict keys and outputs as :func:`build_segmenter`; for
     ``cnn`` the MONAI-free :class:`~vococore.networks.lean_unet.LeanBasicUNet` (importing MONAI costs more than a

@@ -224,16 +224,16 @@ def _point_lerp(flat_scores: torch.Tensor, shape: tuple[int, ...], coords: list[
     ``axes[t]`` of the scores (C, *shape) given flattened as float32 (C, X*Y*Z), interpolated along target axes
     k, i, j in turn with :func:`_lerp_along`'s weights and zeros beyond the edges, as :func:`_separable_slab`
     does for whole slices."""
-    corners: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * 3
-    weights: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * 3
+    corners: list[tuple[torch.Tensor, torch.Tensor]] = []
+    weights: list[tuple[torch.Tensor, torch.Tensor]] = []
     for t in range(3):
         size = shape[axes[t]]
         low = torch.floor(coords[t])
         frac = coords[t] - low
         below, above = low.long(), low.long() + 1
-        weights[t] = (((1 - frac) * ((below >= 0) & (below < size))).float(),
-                      (frac * ((above >= 0) & (above < size))).float())
-        corners[t] = (below.clamp(0, size - 1), above.clamp(0, size - 1))
+        weights.append((((1 - frac) * ((below >= 0) & (below < size))).float(),
+                        (frac * ((above >= 0) & (above < size))).float()))
+        corners.append((below.clamp(0, size - 1), above.clamp(0, size - 1)))
     strides = [int(np.prod(shape[a + 1:])) for a in range(3)]  # of score axis a in the flattened voxels
     gathered = {}
     for pick in itertools.product((0, 1), repeat=3):  # pick[t]: below (0) or above (1) along target axis t
