@@ -225,16 +225,19 @@ class Trainer:
         """One optimizer step on ``batch``; returns the loss parts as floats."""
         self.model.train()
         batch = to_device(batch, self.info.device)
+        # The kernels stay switched on through the backward pass: gradient checkpointing (the Swin's default)
+        # recomputes each block's forward there, and that must run the same kernels as the forward did.
         kernels = fast_training(self.model) if self.config.fast_kernels else contextlib.nullcontext()
-        with kernels, torch.autocast(self.info.device.type, dtype=self.dtype or torch.float32,
-                                     enabled=self.dtype is not None):
-            parts = self.step_fn(self.model, batch)
-        total = parts["total"]
-        if not torch.isfinite(total.detach()).all():
-            raise VoCoError(f"the loss became {total.item()} at step {self.step + 1}; lower lr, check the data or "
-                            "use amp bf16/none (last checkpoint kept)")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total.float()).backward()
+        with kernels:
+            with torch.autocast(self.info.device.type, dtype=self.dtype or torch.float32,
+                                enabled=self.dtype is not None):
+                parts = self.step_fn(self.model, batch)
+            total = parts["total"]
+            if not torch.isfinite(total.detach()).all():
+                raise VoCoError(f"the loss became {total.item()} at step {self.step + 1}; lower lr, check the data "
+                                "or use amp bf16/none (last checkpoint kept)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(total.float()).backward()
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
