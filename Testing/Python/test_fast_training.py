@@ -120,6 +120,8 @@ def test_shared_loop_uses_the_kernels_by_default_with_the_same_losses():
     batch = collate([sampler(torch.rand(1, *recipe.region_size), rng) for _ in range(2)])
     assert LoopConfig().fast_kernels
     parts, ops, trained = {}, {}, {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on a 2-core machine: the fast path splits the backbone's 22 crops over 2 threads
     with tempfile.TemporaryDirectory() as tmp:
         for fast in (False, True):
             trainer = Trainer(copy.deepcopy(model), voco_step, LoopConfig(steps=1, lr=1e-3, fast_kernels=fast), tmp,
@@ -130,10 +132,12 @@ def test_shared_loop_uses_the_kernels_by_default_with_the_same_losses():
             ops[fast] = {event.key for event in prof.key_averages()}
             trained[fast] = {name: p.detach() for name, p in trainer.model.named_parameters()}
             grads = {name: p.grad for name, p in trainer.model.named_parameters() if p.grad is not None}
+    torch.set_num_threads(threads)
     assert parts[False].keys() == parts[True].keys()
     for name, value in parts[False].items():  # the inter loss is a difference of similarities: 1e-5 seen
         assert parts[True][name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
     assert "aten::_fused_adamw_" in ops[True] and "aten::_fused_adamw_" not in ops[False]  # fused AdamW in effect
+    assert "_ThreadShardsBackward" in ops[True] and "_ThreadShardsBackward" not in ops[False]  # the batch split
     # The same weights after the step. Adam's first step moves a weight by about lr * sign(gradient), so where a
     # gradient is zero up to rounding (a conv bias before instance norm, the odd element of any tensor) either path
     # moves it by a sign of rounding noise. Compared: each element of a tensor whose gradient is not near zero

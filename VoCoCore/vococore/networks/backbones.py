@@ -87,7 +87,11 @@ class _PooledEncoder(nn.Module):
         super().__init__()
         for name in names:
             setattr(self, name, getattr(net, name))
-        self.spec = spec
+        self.spec, self.encoder_names = spec, names
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules the forward runs (a v1 encoder also carries its projector, which the forward does not)."""
+        return [getattr(self, name) for name in self.encoder_names]
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError

@@ -12,6 +12,9 @@ forward and backward equal to PyTorch's default path to float32 rounding.
 - Swin window attention uses ``scaled_dot_product_attention`` in training too (MONAI switches it on only without a
   gradient). On CUDA this is the fused kernel; on CPU a learnable bias falls back to PyTorch's math path, about as
   fast as MONAI's (measured 1.15x for one attention call), same numbers.
+- On CPU with several intra-op threads, each backbone (a VoCo encoder, BasicUNet, SwinUNETR) splits its training
+  batch across the threads, one part per thread on one intra-op thread each (:mod:`vococore.networks.thread_shards`):
+  the same numbers, gradients summed over the parts in a fixed order.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from vococore.networks.backbones import _PooledEncoder
 from vococore.networks.fast_inference import _routable_conv, _window_attention
+from vococore.networks.thread_shards import thread_shards
 
 
 def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -115,12 +120,26 @@ def _inplace_activation(module: nn.Module) -> bool:
                                nn.Hardtanh, nn.Dropout, nn.Dropout3d)) and getattr(module, "inplace", False)
 
 
+def _backbones(network: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
+    """The outermost VoCo encoders, BasicUNets and SwinUNETRs in ``network`` (``network`` itself included), each
+    with the modules its forward runs."""
+    from monai.networks.nets import BasicUNet, SwinUNETR  # the networks were built with MONAI: already imported
+
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in network.named_modules():
+        inside = any(name.startswith(f"{outer}.") or not outer for outer, _ in found)
+        if not inside and isinstance(module, (_PooledEncoder, BasicUNet, SwinUNETR)):
+            found.append((name, module))
+    return [(m, m.encoder_modules() if isinstance(m, _PooledEncoder) else [m]) for _, m in found]
+
+
 @contextlib.contextmanager
 def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     """While active, ``network`` trains with the kernel choices above; everything is restored on exit.
 
-    Yields how many layers were switched: ``{"conv3d": n, "attention": m, "activation": k}`` (``conv3d`` counts
-    the one-channel convolutions too).
+    Yields how many layers were switched: ``{"conv3d": n, "attention": m, "activation": k, "threads": b}``
+    (``conv3d`` counts the one-channel convolutions too; ``threads``: backbones whose batch is split across
+    threads).
     """
     modules = list(network.modules())
     convs = [m for m in modules if _routable_conv(m)]
@@ -134,7 +153,9 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     for module in activations:
         module.inplace = False
     try:
-        yield {"conv3d": len(convs), "attention": len(attentions), "activation": len(activations)}
+        with thread_shards(_backbones(network)) as sharded:
+            yield {"conv3d": len(convs), "attention": len(attentions), "activation": len(activations),
+                   "threads": sharded}
     finally:
         for module in convs + attentions:
             del module.forward

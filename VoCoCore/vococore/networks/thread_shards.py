@@ -1,0 +1,141 @@
+"""Training a backbone on several CPU threads by splitting its batch: each thread runs the forward and the backward
+of its part of the batch on one intra-op thread, and the parameter gradients of the parts are summed in a fixed
+order (part 0 first), so a run repeats bit for bit.
+
+Why: PyTorch's intra-op threads barely speed up the small CNN's 4-24-channel 3D convolutions. On this project's
+2-core CPU the ``small`` pretraining backbone's forward + backward (22 crops of 32³) took 0.76 s on one thread and
+2.9 s on two (default kernels), against 0.51 s for two halves of the batch on one thread each (under load; the
+quiet figures are in BENCHMARKS.md, "Training kernels on CPU").
+
+Only for networks whose layers see one sample at a time (instance or layer norm, no batch norm, no active dropout
+or drop path): there every part's numbers are those of the whole batch, and only the order in which a parameter's
+gradient is summed over the samples changes (float32 rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import types
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads, made on first use."""
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="vococore-shard")
+    return _pools[workers]
+
+
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child (a DataLoader worker) has none of the threads
+
+
+def batch_separable(modules: list[nn.Module]) -> bool:
+    """Whether ``modules`` treat each sample of a batch on its own in training (no batch norm, no active dropout
+    or drop path), so that splitting the batch keeps their numbers."""
+    for m in (m for module in modules for m in module.modules()):
+        if isinstance(m, nn.modules.batchnorm._NormBase) and not isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            return False
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return False
+        if float(getattr(m, "drop_prob", 0.0) or 0.0) > 0:  # MONAI's DropPath
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """The caller's intra-op thread count at ``count`` for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _ThreadShards(torch.autograd.Function):
+    """``module``'s forward on parts of the batch in the pool's threads; backward the same way."""
+
+    @staticmethod
+    def forward(ctx, module: nn.Module, parts: int, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        """Each part's own graph is recorded in its thread (autograd's grad mode is per thread)."""
+        needs_x = ctx.needs_input_grad[2]
+
+        def run(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            torch.set_num_threads(1)
+            with torch.enable_grad():
+                leaf = part.detach().requires_grad_(needs_x)
+                return leaf, type(module).forward(module, leaf)
+
+        with _threads(1):
+            ctx.parts = list(_pool(parts).map(run, x.tensor_split(parts)))
+        ctx.params = params
+        return torch.cat([out.detach() for _, out in ctx.parts])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        """Each part's gradients in its thread (autograd runs a CPU graph on the calling thread); parameter
+        gradients summed in part order."""
+        wanted = [i for i, p in enumerate(ctx.params) if ctx.needs_input_grad[3 + i]]
+        needs_x = ctx.needs_input_grad[2]
+        sizes = [out.shape[0] for _, out in ctx.parts]
+
+        def back(item: tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+            torch.set_num_threads(1)
+            (leaf, out), g = item
+            inputs = ([leaf] if needs_x else []) + [ctx.params[i] for i in wanted]
+            return torch.autograd.grad(out, inputs, g, allow_unused=True)
+
+        with _threads(1):
+            results = list(_pool(len(sizes)).map(back, zip(ctx.parts, grad.split(sizes))))
+        ctx.parts = None
+        grad_x = torch.cat([r[0] for r in results]) if needs_x else None
+        grads: list[torch.Tensor | None] = [None] * len(ctx.params)
+        for k, i in enumerate(wanted):
+            for r in results:
+                g = r[k + int(needs_x)]
+                if g is not None:
+                    grads[i] = g if grads[i] is None else grads[i] + g
+        return (None, None, grad_x, *grads)
+
+
+def _sharded_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The batch split over ``torch.get_num_threads()`` threads (at most one part per sample) for float32 CPU
+    training; the module's own forward otherwise (one thread, one sample, another device, autocast, eval)."""
+    parts = min(torch.get_num_threads(), x.shape[0])
+    if (parts < 2 or not self.training or x.device.type != "cpu" or x.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")):
+        return type(self).forward(self, x)
+    if not torch.is_grad_enabled():
+        def run(part: torch.Tensor) -> torch.Tensor:
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                return type(self).forward(self, part)
+
+        with _threads(1):
+            return torch.cat(list(_pool(parts).map(run, x.tensor_split(parts))))
+    params = [p for p in self.parameters() if p.requires_grad]
+    return _ThreadShards.apply(self, parts, x, *params)
+
+
+@contextlib.contextmanager
+def thread_shards(modules: list[tuple[nn.Module, list[nn.Module]]]) -> Iterator[int]:
+    """While active, each ``(module, what its forward runs)`` of ``modules`` whose parts are batch-separable splits
+    its training batch across threads (see the module docstring); yields how many were switched. Restored on exit."""
+    switched = [m for m, used in modules if batch_separable(used) and "forward" not in vars(m)]
+    for module in switched:
+        module.forward = types.MethodType(_sharded_forward, module)
+    try:
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward
