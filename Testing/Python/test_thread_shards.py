@@ -117,3 +117,19 @@ def test_v1_encoder_is_split_although_it_carries_a_batch_norm_projector(threads)
         student(torch.rand(2, 1, 32, 32, 32)).sum().backward()
     assert switched["threads"] == 1
     assert sorted(b for _, n, b in seen if n.startswith("vococore-shard")) == [1, 1, 1, 1]
+
+
+def test_forward_without_a_gradient_is_split_too(threads):
+    """The v1 teacher's pass: training mode, no gradient."""
+    torch.manual_seed(0)
+    net = build_encoder(BackboneSpec(arch="cnn", feature_size=4)).train()
+    x = torch.rand(4, 1, 32, 32, 32, generator=torch.Generator().manual_seed(4))
+    seen = _watch(net.down_1)
+    threads(2)
+    with torch.no_grad():
+        whole = net(x)
+        with fast_training(net):
+            split = net(x)
+    assert torch.get_num_threads() == 2
+    assert sorted((n.startswith("vococore-shard"), b) for _, n, b in seen) == [(False, 4), (True, 2), (True, 2)]
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
