@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 
 from vococore.networks.backbones import _PooledEncoder
 from vococore.networks.fast_inference import _routable_conv, _window_attention
-from vococore.networks.thread_shards import thread_shards
+from vococore.networks.thread_shards import intra_op_threads, thread_shards
 
 
 def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -44,17 +44,6 @@ def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     out = torch.mkldnn_convolution(x.contiguous(memory_format=last), self.weight.contiguous(memory_format=last),
                                    self.bias, self.padding, self.stride, self.dilation, self.groups)
     return out.contiguous()
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """PyTorch's intra-op pool at one thread for the block, restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class _SingleChannelConv(torch.autograd.Function):
@@ -79,7 +68,7 @@ class _SingleChannelConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         conv = ctx.conv
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        with _one_thread():
+        with intra_op_threads(1):
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad.contiguous(), x, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
                 conv.dilation, False, [0, 0, 0], conv.groups, mask)

@@ -51,7 +51,7 @@ def batch_separable(modules: list[nn.Module]) -> bool:
 
 
 @contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
+def intra_op_threads(count: int) -> Iterator[None]:
     """The caller's intra-op thread count at ``count`` for the block, restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(count)
@@ -75,7 +75,7 @@ class _ThreadShards(torch.autograd.Function):
                 leaf = part.detach().requires_grad_(needs_x)
                 return leaf, type(module).forward(module, leaf)
 
-        with _threads(1):
+        with intra_op_threads(1):
             ctx.parts = list(_pool(parts).map(run, x.tensor_split(parts)))
         ctx.params = params
         return torch.cat([out.detach() for _, out in ctx.parts])
@@ -95,7 +95,7 @@ class _ThreadShards(torch.autograd.Function):
             inputs = ([leaf] if needs_x else []) + [ctx.params[i] for i in wanted]
             return torch.autograd.grad(out, inputs, g, allow_unused=True)
 
-        with _threads(1):
+        with intra_op_threads(1):
             results = list(_pool(len(sizes)).map(back, zip(ctx.parts, grad.split(sizes))))
         ctx.parts = None
         grad_x = torch.cat([r[0] for r in results]) if needs_x else None
@@ -121,7 +121,7 @@ def _sharded_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return type(self).forward(self, part)
 
-        with _threads(1):
+        with intra_op_threads(1):
             return torch.cat(list(_pool(parts).map(run, x.tensor_split(parts))))
     params = [p for p in self.parameters() if p.requires_grad]
     return _ThreadShards.apply(self, parts, x, *params)
