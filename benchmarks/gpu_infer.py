@@ -14,10 +14,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "VoCoCore"))  # run from a bare checkout
+
+if TYPE_CHECKING:
+    from vococore.networks.backbones import BackboneSpec
+
+# the full run's CT, model and window (count_flops.py reads them too)
+SHAPE, SPACING, FEATURE_SIZE, ROI, OVERLAP = (512, 512, 300), (0.8, 0.8, 1.0), 48, 96, 0.5
+LABELS = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}
 
 
 def phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float], seed: int = 0):
@@ -36,11 +44,18 @@ def phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float], se
     return Volume(hu.astype(np.int16), affine)
 
 
+def segmenter_spec(feature_size: int) -> BackboneSpec:
+    """The package's network: SwinUNETR with the MONAI 1.3.0 merging, without checkpointing."""
+    from vococore.networks.backbones import BackboneSpec
+
+    return BackboneSpec(arch="swin", feature_size=feature_size, legacy_merging=True, use_checkpoint=False)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs (the first includes CUDA warm-up)")
-    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--overlap", type=float, default=OVERLAP)
     parser.add_argument("--sw-batch-size", type=int, default=4)
     args = parser.parse_args(argv)
 
@@ -49,16 +64,16 @@ def main(argv: list[str] | None = None) -> dict:
     from vococore.segmentation.inference import InferenceOptions, segment_files
     from vococore.io import write_volume
     from vococore.io.labels import make_labels
-    from vococore.networks.backbones import BackboneSpec, build_segmenter
+    from vococore.networks.backbones import build_segmenter
     from vococore.segmentation.package import ModelPackage, save_package
 
-    shape, fs, roi, device = ((96, 96, 60), 12, 64, "cpu") if args.smoke else ((512, 512, 300), 48, 96, "cuda")
+    shape, fs, roi, device = ((96, 96, 60), 12, 64, "cpu") if args.smoke else (SHAPE, FEATURE_SIZE, ROI, "cuda")
     work = Path(tempfile.mkdtemp(prefix="gpu-infer-"))
-    ct = write_volume(phantom(shape, (0.8, 0.8, 1.0)), work / "ct.nii.gz")
+    ct = write_volume(phantom(shape, SPACING), work / "ct.nii.gz")
     torch.manual_seed(0)
-    spec = BackboneSpec(arch="swin", feature_size=fs, legacy_merging=True, use_checkpoint=False)
-    package = save_package(build_segmenter(spec, 5), ModelPackage(
-        backbone=spec, labels=make_labels({1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}),
+    spec = segmenter_spec(fs)
+    package = save_package(build_segmenter(spec, len(LABELS) + 1), ModelPackage(
+        backbone=spec, labels=make_labels(LABELS),
         roi_size=(roi,) * 3, overlap=args.overlap), work / "b.vocomodel")
     options = InferenceOptions(device=device, sw_batch_size=args.sw_batch_size, overlap=args.overlap)
     seconds = []

@@ -46,8 +46,9 @@ def regularization_loss(bases: torch.Tensor) -> torch.Tensor:
         bases = bases[None]
     k = bases.shape[1]
     sims = relu_cosine(bases, bases.detach())  # (B, K, K): row i with gradient, column j stopped
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=bases.device), diagonal=1)
-    return sims[:, upper].square().mean(dim=1).mean()
+    # pairs i < j in the row-major order a bool triu mask gives; index tensors also run on the meta device
+    rows, cols = torch.triu_indices(k, k, offset=1, device=bases.device)
+    return sims[:, rows, cols].square().mean(dim=1).mean()
 
 
 def inter_volume_loss(student_targets: torch.Tensor, student_bases: torch.Tensor, teacher_targets: torch.Tensor,

@@ -17,6 +17,7 @@ Pretraining checkpoints that :func:`load_voco_model` reads are dicts saved with 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -131,7 +132,11 @@ class VoCoModel(nn.Module):
         wanted = self.recipe.loss_parts
         negative = self.recipe.negative_loss
         parts: dict[str, torch.Tensor] = {}
-        with torch.autocast(device_type=bases.device.type, enabled=False):
+        # the meta device (benchmarks/count_flops.py runs the step there without computing it) has no autocast
+        device = bases.device.type
+        no_autocast = (torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device)
+                       else nullcontext())
+        with no_autocast:
             # Intra-volume loss in float64 like the official float64 labels (voco-spec, "facts checked").
             logits = self._position_logits(s_t, s_b, t_t, t_b).double()
             pos, neg = prediction_loss(labels.double(), logits, negative)
