@@ -33,6 +33,14 @@ def _watch(layer: nn.Module) -> list[tuple[str, str, int]]:
     return seen
 
 
+def _watched_encoder(crops: int, seed: int, layer: str) -> tuple[nn.Module, torch.Tensor, list]:
+    """The small CNN encoder in training mode, ``crops`` random crops of 32³, and the record of ``layer``."""
+    torch.manual_seed(0)
+    net = build_encoder(BackboneSpec(arch="cnn", feature_size=4)).train()
+    x = torch.rand(crops, 1, 32, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return net, x, _watch(getattr(net, layer))
+
+
 def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss against a fixed target, the gradients of every parameter and of the input."""
     net.zero_grad(set_to_none=True)
@@ -51,10 +59,7 @@ def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, di
 
 
 def test_parts_run_in_threads_with_the_default_paths_loss_and_gradients(threads):
-    torch.manual_seed(0)
-    net = build_encoder(BackboneSpec(arch="cnn", feature_size=4)).train()
-    x = torch.rand(5, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
-    seen = _watch(net.down_2)
+    net, x, seen = _watched_encoder(5, seed=1, layer="down_2")
     threads(2)
     loss, grads = _step(net, x, fast=False)
     default_seen = list(seen)
@@ -121,10 +126,7 @@ def test_v1_encoder_is_split_although_it_carries_a_batch_norm_projector(threads)
 
 def test_forward_without_a_gradient_is_split_too(threads):
     """The v1 teacher's pass: training mode, no gradient."""
-    torch.manual_seed(0)
-    net = build_encoder(BackboneSpec(arch="cnn", feature_size=4)).train()
-    x = torch.rand(4, 1, 32, 32, 32, generator=torch.Generator().manual_seed(4))
-    seen = _watch(net.down_1)
+    net, x, seen = _watched_encoder(4, seed=4, layer="down_1")
     threads(2)
     with torch.no_grad():
         whole = net(x)
