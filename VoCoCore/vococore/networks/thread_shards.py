@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import types
-from collections.abc import Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -61,6 +62,17 @@ def intra_op_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _map_one_thread(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``fn`` of each item, one pool thread per item, each on one intra-op thread (the caller's too while it
+    waits); results in item order."""
+    def task(item: Any) -> Any:
+        torch.set_num_threads(1)  # per thread: a pool thread keeps the count it first saw
+        return fn(item)
+
+    with intra_op_threads(1):
+        return list(_pool(len(items)).map(task, items))
+
+
 class _ThreadShards(torch.autograd.Function):
     """``module``'s forward on parts of the batch in the pool's threads; backward the same way."""
 
@@ -70,13 +82,11 @@ class _ThreadShards(torch.autograd.Function):
         needs_x = ctx.needs_input_grad[2]
 
         def run(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            torch.set_num_threads(1)
             with torch.enable_grad():
                 leaf = part.detach().requires_grad_(needs_x)
                 return leaf, type(module).forward(module, leaf)
 
-        with intra_op_threads(1):
-            ctx.parts = list(_pool(parts).map(run, x.tensor_split(parts)))
+        ctx.parts = _map_one_thread(run, list(x.tensor_split(parts)))
         ctx.params = params
         return torch.cat([out.detach() for _, out in ctx.parts])
 
@@ -90,13 +100,11 @@ class _ThreadShards(torch.autograd.Function):
         sizes = [out.shape[0] for _, out in ctx.parts]
 
         def back(item: tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
-            torch.set_num_threads(1)
             (leaf, out), g = item
             inputs = ([leaf] if needs_x else []) + [ctx.params[i] for i in wanted]
             return torch.autograd.grad(out, inputs, g, allow_unused=True)
 
-        with intra_op_threads(1):
-            results = list(_pool(len(sizes)).map(back, zip(ctx.parts, grad.split(sizes))))
+        results = _map_one_thread(back, list(zip(ctx.parts, grad.split(sizes))))
         ctx.parts = None
         grad_x = torch.cat([r[0] for r in results]) if needs_x else None
         grads: list[torch.Tensor | None] = [None] * len(ctx.params)
@@ -117,12 +125,10 @@ def _sharded_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return type(self).forward(self, x)
     if not torch.is_grad_enabled():
         def run(part: torch.Tensor) -> torch.Tensor:
-            torch.set_num_threads(1)
             with torch.no_grad():
                 return type(self).forward(self, part)
 
-        with intra_op_threads(1):
-            return torch.cat(list(_pool(parts).map(run, x.tensor_split(parts))))
+        return torch.cat(_map_one_thread(run, list(x.tensor_split(parts))))
     params = [p for p in self.parameters() if p.requires_grad]
     return _ThreadShards.apply(self, parts, x, *params)
 
