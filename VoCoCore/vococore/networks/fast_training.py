@@ -32,13 +32,18 @@ from vococore.networks.fast_inference import _routable_conv, _window_attention
 from vococore.networks.thread_shards import intra_op_threads, thread_shards
 
 
+def _fp32_cpu(conv: nn.Conv3d, x: torch.Tensor) -> bool:
+    """A float32 convolution of float32 input on CPU outside autocast: the case the oneDNN routes below take."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu"))
+
+
 def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """oneDNN on channels-last (NDHWC) copies of input and weight for float32 CPU convolutions, with or without a
     gradient, output back in PyTorch's default layout; PyTorch's own path otherwise (other devices, autocast,
     which casts inputs only for ``conv3d``). Channels-last made forward + backward of the small CNN's full-size
     layers (4-24 channels, 32³) about 2x faster than oneDNN's default layout on this project's CPU."""
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-            or torch.is_autocast_enabled("cpu")):
+    if not _fp32_cpu(self, x):
         return type(self).forward(self, x)
     last = torch.channels_last_3d
     out = torch.mkldnn_convolution(x.contiguous(memory_format=last), self.weight.contiguous(memory_format=last),
@@ -77,8 +82,7 @@ class _SingleChannelConv(torch.autograd.Function):
 
 def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """:class:`_SingleChannelConv` for float32 CPU input with a gradient; :func:`_channels_last_forward` otherwise."""
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-            or torch.is_autocast_enabled("cpu") or not torch.is_grad_enabled()):
+    if not (_fp32_cpu(self, x) and torch.is_grad_enabled()):
         return _channels_last_forward(self, x)
     return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self)
 
