@@ -71,13 +71,13 @@ def preprocess_for_inference(volume: Volume, config: PreprocessConfig, device: t
     start = np.zeros(3, dtype=np.int64)
     if config.foreground_threshold is not None:
         image, start = _crop_foreground(image, config.foreground_threshold)
-    affine = affine @ _shift(start)
-    pads = tuple(((max(m - s, 0)) // 2, max(m - s, 0) - (max(m - s, 0)) // 2)
-                 for s, m in zip(image.shape, config.min_size))
+    affine = affine @ voxel_shift(start)
+    missing = [max(m - s, 0) for s, m in zip(image.shape, config.min_size)]
+    pads = tuple((n // 2, n - n // 2) for n in missing)
     if any(p for pair in pads for p in pair):
         flat = [p for pair in reversed(pads) for p in pair]
         image = torch.nn.functional.pad(image[None, None], flat)[0, 0]
-        affine = affine @ _shift(-np.asarray([before for before, _ in pads]))
+        affine = affine @ voxel_shift(-np.asarray([before for before, _ in pads]))
     return InferenceInput(image=image[None], affine=affine, pads=pads)  # type: ignore[arg-type]
 
 
@@ -95,7 +95,7 @@ def _crop_foreground(image: torch.Tensor, threshold: float) -> tuple[torch.Tenso
     return image[box], np.asarray(start, dtype=np.int64)
 
 
-def _shift(voxels: np.ndarray) -> np.ndarray:
+def voxel_shift(voxels: np.ndarray | list[int]) -> np.ndarray:
     """Voxel-to-voxel matrix moving the origin by ``voxels``."""
     matrix = np.eye(4)
     matrix[:3, 3] = voxels

@@ -21,7 +21,7 @@ from torch import nn
 
 from vococore.utils.errors import VoCoError
 from vococore.segmentation.package import ModelPackage, load_package
-from vococore.preprocessing.lean import InferenceInput, preprocess_for_inference
+from vococore.preprocessing.lean import InferenceInput, preprocess_for_inference, voxel_shift
 from vococore.segmentation.sliding_window import (BLEND_MODES, InferenceCancelled, argmax_in_slabs, class_argmax,
                                      sliding_window_scores)
 from vococore.utils.device import pick_device
@@ -103,9 +103,7 @@ def _unpadded(scores: torch.Tensor, pre: InferenceInput) -> tuple[torch.Tensor, 
     if not any(p for pair in spatial for p in pair):
         return scores, pre.affine
     crop = tuple(slice(before, size - after) for (before, after), size in zip(spatial, scores.shape[1:]))
-    shift = np.eye(4)
-    shift[:3, 3] = [before for before, _ in spatial]
-    return scores[(slice(None), *crop)], pre.affine @ shift
+    return scores[(slice(None), *crop)], pre.affine @ voxel_shift([before for before, _ in spatial])
 
 
 def _slab_points(target: Volume, k0: int, k1: int, device: torch.device) -> torch.Tensor:
