@@ -127,10 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from gpu_bench import peak_flops
+    from vococore.pretraining.pretext import get_recipe
 
     start = time.perf_counter()
     steps = {"v2": voco_step_flops("v2"), "v1": voco_step_flops("v1")}
-    crops = {"v2": 2 + 9, "v1": 2 + 16}
+    crops = {name: get_recipe(name).num_targets + get_recipe(name).grid ** 2 for name in steps}  # per volume
     infer = inference_flops()
     work = {**steps, "infer": infer["flops_total"]}
     peak = peak_flops(CARD)
