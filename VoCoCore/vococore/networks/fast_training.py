@@ -10,8 +10,10 @@ forward and backward equal to PyTorch's default path to float32 rounding.
   back in the backward pass; measured on the small pretraining step (CNN fs 4, 22 crops of 32³, 1 thread) these
   copies were 27 % of the step (0.45 of 1.64 s). Out of place gives bit-identical values.
 - Swin window attention uses ``scaled_dot_product_attention`` in training too (MONAI switches it on only without a
-  gradient). On CUDA this is the fused kernel; on CPU a learnable bias falls back to PyTorch's math path, about as
-  fast as MONAI's (measured 1.15x for one attention call), same numbers.
+  gradient); on CUDA this is the fused kernel. On CPU in float32 a learnable bias would send SDPA to PyTorch's math
+  path, which is memory-bound there (a Swin fs 12 step ran 0.91x the default path's speed with it), so float32 CPU
+  training runs :class:`~vococore.networks.window_attention.ChunkedWindowAttention` instead: a few windows at a
+  time, in cache.
 - On CPU with several intra-op threads, each backbone (a VoCo encoder, BasicUNet, SwinUNETR) splits its training
   batch across the threads, one part per thread on one intra-op thread each (:mod:`vococore.networks.thread_shards`):
   the same numbers, gradients summed over the parts in a fixed order.
@@ -30,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from vococore.networks.backbones import _PooledEncoder
 from vococore.networks.fast_inference import _routable_conv, _window_attention
 from vococore.networks.thread_shards import intra_op_threads, thread_shards
+from vococore.networks.window_attention import ChunkedWindowAttention
 
 
 def _fp32_cpu(conv: nn.Conv3d, x: torch.Tensor) -> bool:
@@ -89,19 +92,24 @@ def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
 
 def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """MONAI ``WindowAttention`` forward with the attention as one SDPA call, with or without a gradient: the
-    relative position bias (and the shifted-window mask) is the additive ``attn_mask``."""
+    relative position bias (and the shifted-window mask) is the additive ``attn_mask``; chunked for float32 CPU
+    training (see the module docstring)."""
     b, n, c = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     index = self.relative_position_index[:n, :n].reshape(-1)
     bias = self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1)
+    dropout = self.attn_drop.p if self.training else 0.0
+    if (dropout == 0.0 and torch.is_grad_enabled() and x.device.type == "cpu" and q.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")):
+        out = ChunkedWindowAttention.apply(q, k, v, bias.contiguous(), mask, self.scale)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
     if mask is not None:
         windows = mask.shape[0]
         bias = bias.view(1, 1, self.num_heads, n, n) + mask.reshape(1, windows, 1, n, n)
         bias = bias.expand(b // windows, windows, self.num_heads, n, n).reshape(b, self.num_heads, n, n)
     else:
         bias = bias.unsqueeze(0)
-    dropout = self.attn_drop.p if self.training else 0.0
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout,
                                                            scale=self.scale)
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
