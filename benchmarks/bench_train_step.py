@@ -2,13 +2,15 @@
 default kernels (the baseline: ``fast_kernels=False``, fp32), with vococore's training kernels
 (``vococore.networks.fast_training``, fp32: the exact path) and with those kernels under bf16 autocast.
 
-Cases: the ``small`` pretraining step (pretrain_small: CNN fs 4, 2 volumes x (2 targets + 9 bases) of 32^3) and the
-CNN fine-tuning step (finetune_small: BasicUNet fs 8, 5 classes, 4 crops of 32^3, DiceCE). Every variant starts
+Cases: the ``small`` pretraining step (pretrain_small: CNN fs 4, 2 volumes x (2 targets + 9 bases) of 32^3), the
+CNN fine-tuning step (finetune_small: BasicUNet fs 8, 5 classes, 4 crops of 32^3, DiceCE) and, with ``--cases swin``,
+a Swin pretraining step (fs 12, v2 with a 2 x 2 grid and one target: 5 crops of 64^3, as the suite's continued
+pretraining test). Every variant starts
 from the same weights and batch; one untimed step each, then ``--rounds`` rounds that time one step of each
 variant in turn (so a shared machine slows all alike); medians and the median of per-round ratios are printed as
 one JSON line per case, with the largest relative difference of a first-step loss part from the baseline.
 
-    python benchmarks/bench_train_step.py [--rounds 7] [--threads 2] [--cases pretrain finetune] [--bf16]
+    python benchmarks/bench_train_step.py [--rounds 7] [--threads 2] [--cases pretrain finetune swin] [--bf16]
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ VARIANTS = {"default": {"fast_kernels": False, "amp": "none"},
             "fast_bf16": {"fast_kernels": True, "amp": "bf16"}}  # only with --bf16 (needs avx512_bf16 or AMX)
 
 
-def pretrain_case(seed: int = 0):
-    """VoCoModel (small recipe, CNN fs 4) and one batch of 2 smooth random regions through the real sampler."""
+def pretrain_case(seed: int = 0, swin: bool = False):
+    """VoCoModel (small recipe, CNN fs 4; or Swin fs 12 on a v2 recipe with a 2 x 2 grid and one target) and one
+    batch of 2 (Swin: 1) smooth random regions through the real sampler."""
+    import dataclasses
+
     import numpy as np
 
     from vococore.networks.backbones import BackboneSpec
@@ -38,11 +43,16 @@ def pretrain_case(seed: int = 0):
 
     recipe = RECIPES["small"]
     spec = BackboneSpec(arch="cnn", feature_size=4)
+    if swin:
+        recipe = dataclasses.replace(RECIPES["v2"], grid=2, region_size=(128, 128, 64), num_targets=1,
+                                     target_center_range=(48, 49), region_mode="resize",
+                                     projector_hidden=128, projector_out=128)
+        spec = BackboneSpec(arch="swin", feature_size=12, legacy_merging=False, use_checkpoint=False)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sampler = PretextSampler(recipe)
     samples = []
-    for _ in range(2):
+    for _ in range(1 if swin else 2):
         coarse = torch.rand((1, 1, *(max(s // 8, 2) for s in recipe.region_size)))
         samples.append(sampler(torch.nn.functional.interpolate(coarse, size=recipe.region_size, mode="trilinear")[0],
                                rng))
@@ -72,7 +82,7 @@ def run_case(name: str, rounds: int, bf16: bool) -> dict:
     from vococore.training.distributed import DistInfo
     from vococore.training.loop import LoopConfig, Trainer
 
-    model, step_fn, batch, spec = (pretrain_case if name == "pretrain" else finetune_case)()
+    model, step_fn, batch, spec = (finetune_case() if name == "finetune" else pretrain_case(swin=name == "swin"))
     tmp = tempfile.mkdtemp(prefix="bench-train-")
     trainers = {v: Trainer(copy.deepcopy(model), step_fn, LoopConfig(steps=rounds + 1, lr=1e-3, **cfg), tmp,
                            DistInfo(device=torch.device("cpu")), backbone=spec, tensorboard=False)
@@ -103,7 +113,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (slow where the CPU has no "
                         "bf16 instructions: it is emulated)")
-    parser.add_argument("--cases", nargs="+", default=["pretrain", "finetune"], choices=["pretrain", "finetune"])
+    parser.add_argument("--cases", nargs="+", default=["pretrain", "finetune"], choices=["pretrain", "finetune", "swin"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.cases:
