@@ -50,9 +50,10 @@ studio: $(STAMP)
 # One pytest-xdist worker per core of a CI machine (2); TEST_WORKERS=1 runs the suite in one process. Whole files go
 # to a worker (--dist loadfile), so each module-scoped fixture (the quick main job, the studio server) runs once;
 # the session's trained segmentation model is shared between workers through a file lock (Testing/Python/seg_model.py).
+# --no-loadscope-reorder: files go out in the order conftest.py gives them (longest first), not by test count.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest Testing -q --durations=20 $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(VENV)/bin/python -m pytest Testing -q --durations=20 $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 clean:
 	rm -rf $(VENV) .cache output
