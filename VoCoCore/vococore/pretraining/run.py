@@ -226,9 +226,11 @@ def run_pretraining(config: PretrainConfig, resume: bool | str | os.PathLike = F
                 (Path(config.output_dir) / "load_report.txt").write_text(report + "\n")
         loader = make_loader(dataset, config.batch_size, trainer.step, config.steps, info.rank, info.world_size,
                              config.workers, pin_memory=info.device.type == "cuda")
-        return trainer.fit(loader, stop_after=stop_after,
-                           data_state=lambda s: {"next_step": s, "volumes": len(paths), "seed": config.seed},
-                           describe=lambda batch: [dataset.volume_index(int(n)) for n in batch["index"]])
+        result = trainer.fit(loader, stop_after=stop_after,
+                             data_state=lambda s: {"next_step": s, "volumes": len(paths), "seed": config.seed},
+                             describe=lambda batch: [dataset.volume_index(int(n)) for n in batch["index"]])
+        barrier(info)  # leave the process group together (see cleanup)
+        return result
     finally:
         cleanup(info)
 

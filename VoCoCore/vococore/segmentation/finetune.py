@@ -193,6 +193,7 @@ def run_finetune(config: FinetuneConfig, resume: bool = False, json_progress: bo
                 stopped = trainer.fit(batches, stop_after=chunk, data_state=data_state, stop=stop).stopped
                 if stopped:
                     break
+        barrier(info)  # leave the process group together (see cleanup)
         package = out / "best.vocomodel"
         return FinetuneResult(trainer.step, best_dice, best_step, out / "checkpoints" / "last.pt",
                               package if package.exists() else None, history, stopped)
