@@ -175,3 +175,24 @@ def test_two_gloo_processes_validate_like_one(tmp_path):
     model.load_state_dict(ckpt["model"])
     single = validate(model, val_cases, config.roi_size, config.train.val_overlap, labels, 4)
     assert single == record, (single, record)
+
+
+def test_training_batches_are_plain_tensors_of_the_configured_crops():
+    """The crops of a step reach the network as plain tensors (a MetaTensor copies its metadata in every network
+    op, 5 % of a step) with the configured shape, and a step's crops are the same when drawn again (resume)."""
+    from vococore.segmentation.data import batch_for_step, crop_transform
+    from vococore.segmentation.finetune import _cases
+
+    config = small_config("unused")
+    mapping, _ = select_classes(config.data.classes, label_table(config.data.label_table))
+    train_cases, _ = _cases(config, mapping)
+    t = config.train
+    batch = batch_for_step(train_cases, crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment),
+                           3, t.seed)
+    again = batch_for_step(train_cases, crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg,
+                                                       t.augment), 3, t.seed)
+    for key, dtype in (("image", torch.float32), ("label", torch.int64)):
+        assert type(batch[key]) is torch.Tensor, type(batch[key])
+        assert batch[key].dtype == dtype and batch[key].shape == (t.samples_per_volume, 1, *config.roi_size)
+        assert torch.equal(batch[key], again[key])
+    assert batch["label"].max() > 0  # the positive/negative sampler found foreground

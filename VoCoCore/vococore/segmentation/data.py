@@ -145,10 +145,14 @@ def crop_transform(roi_size: tuple[int, int, int], samples: int, pos: float, neg
 
 def batch_for_step(cases: list[Case], transform, step: int, seed: int) -> dict[str, torch.Tensor]:
     """The crops of training step ``step``: case ``step mod n``, randomness seeded by (seed, step) so a
-    resumed run draws exactly the crops the uninterrupted run would have."""
+    resumed run draws exactly the crops the uninterrupted run would have. Plain tensors, not MONAI MetaTensors:
+    every network op on a MetaTensor copies its metadata, 5 % of a CNN fine-tuning step (0.532 against 0.506 s,
+    4 crops of 32³, one thread)."""
+    from monai.utils import convert_to_tensor
+
     case = cases[step % len(cases)]
     transform.set_random_state(seed=(seed * 1_000_003 + step) % 2**32)
     crops = transform({"image": case.image, "label": case.label})
-    image = torch.stack([torch.as_tensor(c["image"]).float() for c in crops])
-    label = torch.stack([torch.as_tensor(c["label"]) for c in crops]).long()
+    image = torch.stack([convert_to_tensor(c["image"], track_meta=False).float() for c in crops])
+    label = torch.stack([convert_to_tensor(c["label"], track_meta=False) for c in crops]).long()
     return {"image": image, "label": label}
