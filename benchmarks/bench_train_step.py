@@ -18,11 +18,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import tempfile
 import time
 
-import torch
+# OpenMP's wait policy as the vococore CLI sets it before torch loads (a value in the environment is kept). It
+# moves the baseline: libgomp's default spinning made the default path's 2-thread steps 1.5-2x faster on a quiet
+# CPU, while the fast path runs one thread per part and is not affected (BENCHMARKS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the wait policy)
 
 VARIANTS = {"default": {"fast_kernels": False, "amp": "none"},
             "fast": {"fast_kernels": True, "amp": "none"},
@@ -98,7 +104,8 @@ def run_case(name: str, rounds: int, bf16: bool) -> dict:
             trainer.train_step(batch)
             times[variant].append(time.perf_counter() - start)
     base = first["default"]
-    result = {"case": name, "threads": torch.get_num_threads(), "rounds": rounds}
+    result = {"case": name, "threads": torch.get_num_threads(), "rounds": rounds,
+              "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]}
     for variant in trainers:
         ratios = [d / t for d, t in zip(times["default"], times[variant])]
         rel = max(abs(first[variant][k] - v) / max(abs(v), 1e-12) for k, v in base.items())
