@@ -30,11 +30,7 @@ def _probabilities(qs: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, mask: 
     scores = torch.matmul(qs[rows], k[rows].transpose(-1, -2))
     scores += bias
     if mask is not None:  # batch row i is window i % nw of its crop
-        first = rows.start % mask.shape[0]
-        if first + rows.stop - rows.start <= mask.shape[0]:  # within one crop: a view, no gather
-            scores += mask[first:first + rows.stop - rows.start].unsqueeze(1)
-        else:
-            scores += mask[torch.arange(rows.start, rows.stop, device=qs.device) % mask.shape[0]].unsqueeze(1)
+        scores += mask[torch.arange(rows.start, rows.stop, device=qs.device) % mask.shape[0]].unsqueeze(1)
     return scores.softmax(-1)
 
 
