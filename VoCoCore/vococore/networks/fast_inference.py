@@ -18,10 +18,15 @@ import torch
 from torch import nn
 
 
+def cpu_float32(x: torch.Tensor) -> bool:
+    """A float32 tensor on CPU outside CPU autocast: the case every CPU kernel choice of inference and training
+    is made for (autocast would change the dtypes the kernels see)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
 def _onednn_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     """oneDNN for float32 CPU inference (no autograd, no autocast); PyTorch's own choice otherwise."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
+    if cpu_float32(x) and self.weight.dtype == torch.float32 and not torch.is_grad_enabled():
         return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
                                         self.groups)
     return type(self).forward(self, x)

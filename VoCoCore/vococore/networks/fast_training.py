@@ -30,15 +30,14 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from vococore.networks.backbones import _PooledEncoder
-from vococore.networks.fast_inference import _routable_conv, _window_attention
+from vococore.networks.fast_inference import _routable_conv, _window_attention, cpu_float32
 from vococore.networks.thread_shards import intra_op_threads, thread_shards
 from vococore.networks.window_attention import ChunkedWindowAttention
 
 
 def _fp32_cpu(conv: nn.Conv3d, x: torch.Tensor) -> bool:
     """A float32 convolution of float32 input on CPU outside autocast: the case the oneDNN routes below take."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+    return cpu_float32(x) and conv.weight.dtype == torch.float32
 
 
 def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
@@ -100,8 +99,7 @@ def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor 
     index = self.relative_position_index[:n, :n].reshape(-1)
     bias = self.relative_position_bias_table[index].reshape(n, n, -1).permute(2, 0, 1)
     dropout = self.attn_drop.p if self.training else 0.0
-    if (dropout == 0.0 and torch.is_grad_enabled() and x.device.type == "cpu" and q.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")):
+    if dropout == 0.0 and torch.is_grad_enabled() and cpu_float32(q):
         out = ChunkedWindowAttention.apply(q, k, v, bias.contiguous(), mask, self.scale)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
     if mask is not None:
