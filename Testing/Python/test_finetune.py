@@ -187,10 +187,8 @@ def test_training_batches_are_plain_tensors_of_the_configured_crops():
     mapping, _ = select_classes(config.data.classes, label_table(config.data.label_table))
     train_cases, _ = _cases(config, mapping)
     t = config.train
-    batch = batch_for_step(train_cases, crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg, t.augment),
-                           3, t.seed)
-    again = batch_for_step(train_cases, crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg,
-                                                       t.augment), 3, t.seed)
+    batch, again = (batch_for_step(train_cases, crop_transform(config.roi_size, t.samples_per_volume, t.pos, t.neg,
+                                                               t.augment), 3, t.seed) for _ in range(2))
     for key, dtype in (("image", torch.float32), ("label", torch.int64)):
         assert type(batch[key]) is torch.Tensor, type(batch[key])
         assert batch[key].dtype == dtype and batch[key].shape == (t.samples_per_volume, 1, *config.roi_size)
