@@ -81,11 +81,31 @@ def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     assert "aten::slow_conv3d_forward" not in fast_ops and "aten::mkldnn_convolution" in fast_ops
     assert "_SingleChannelConvBackward" in fast_ops and "_SingleChannelConvBackward" not in default_ops  # 1st layer
     assert "aten::leaky_relu_" not in fast_ops and "aten::leaky_relu" in fast_ops
+    # instance norm on the channels-last activations, not PyTorch's (batch-norm based) one on copies
+    assert "aten::native_batch_norm" in default_ops and "aten::native_batch_norm" not in fast_ops
+    assert "ChannelsLastInstanceNormBackward" in fast_ops
     torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=0)
     assert fast_grads.keys() == grads.keys() and len(grads) > 30
     _assert_same_gradients(fast_grads, grads)
     assert not any("forward" in vars(m) for m in net.modules())  # restored
     assert all(m.inplace for m in net.modules() if isinstance(m, nn.LeakyReLU))
+
+
+@needs_onednn
+def test_cnn_activations_stay_channels_last_from_convolution_to_convolution():
+    """Every instance norm of the fast CNN sees channels-last input (no copy between layers) and the network's
+    output comes back in the default layout."""
+    net = build_segmenter(BackboneSpec(arch="cnn", feature_size=4), 2).train()
+    seen: list[bool] = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last_3d) and args[0].shape[1] > 1))
+        for m in net.modules() if isinstance(m, nn.InstanceNorm3d)]
+    with fast_training(net) as switched:
+        out = net(torch.rand(2, 1, 32, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert switched["norm"] == len(hooks) > 10 and len(seen) >= len(hooks) and all(seen)  # (once per part)
+    assert out.is_contiguous() and out.shape == (2, 2, 32, 32, 32)
 
 
 def test_swin_training_attention_runs_chunked_with_a_gradient_and_same_gradients():

@@ -2,7 +2,10 @@
 forward and backward equal to PyTorch's default path to float32 rounding.
 
 - 3D convolutions on CPU go to oneDNN (``mkldnn_convolution``, which has its own backward) also while a gradient
-  is recorded (PyTorch picks its im2col kernel for a batch of one), on channels-last copies of input and weight.
+  is recorded (PyTorch picks its im2col kernel for a batch of one), on channels-last input and weight.
+- Inside the CNN (BasicUNet, the CNN VoCo encoder) the activations stay channels-last from one convolution to the
+  next: instance norm runs on that layout (:mod:`vococore.networks.channels_last_norm`) and only the network's
+  output goes back to PyTorch's default layout. Elsewhere (the Swin) each convolution's output is copied back.
 - A convolution of a one-channel input (the CNN's first layer) computes its backward on one thread (see
   :class:`_SingleChannelConv`: with two threads its weight gradient was up to 50x slower on this project's CPU).
 - In-place activations (MONAI's ``LeakyReLU(inplace=True)`` after instance norm) run out of place. In place on
@@ -29,7 +32,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from vococore.networks.backbones import _PooledEncoder
+from vococore.networks.backbones import CNNEncoder, _PooledEncoder
+from vococore.networks.channels_last_norm import ChannelsLastInstanceNorm
 from vococore.networks.fast_inference import _routable_conv, _window_attention, cpu_float32
 from vococore.networks.thread_shards import intra_op_threads, thread_shards
 from vococore.networks.window_attention import ChunkedWindowAttention
@@ -40,17 +44,36 @@ def _fp32_cpu(conv: nn.Conv3d, x: torch.Tensor) -> bool:
     return cpu_float32(x) and conv.weight.dtype == torch.float32
 
 
+def _onednn_channels_last(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` of ``x`` by oneDNN on channels-last input and weight (no copy of what is channels-last already);
+    the output is channels-last. Channels-last made forward + backward of the small CNN's full-size layers (4-24
+    channels, 32³) about 2x faster than oneDNN's default layout on this project's CPU."""
+    last = torch.channels_last_3d
+    return torch.mkldnn_convolution(x.contiguous(memory_format=last), conv.weight.contiguous(memory_format=last),
+                                    conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+
+
 def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """oneDNN on channels-last (NDHWC) copies of input and weight for float32 CPU convolutions, with or without a
-    gradient, output back in PyTorch's default layout; PyTorch's own path otherwise (other devices, autocast,
-    which casts inputs only for ``conv3d``). Channels-last made forward + backward of the small CNN's full-size
-    layers (4-24 channels, 32³) about 2x faster than oneDNN's default layout on this project's CPU."""
+    """oneDNN for float32 CPU convolutions, with or without a gradient, output back in PyTorch's default layout;
+    PyTorch's own path otherwise (other devices, autocast, which casts inputs only for ``conv3d``)."""
     if not _fp32_cpu(self, x):
         return type(self).forward(self, x)
-    last = torch.channels_last_3d
-    out = torch.mkldnn_convolution(x.contiguous(memory_format=last), self.weight.contiguous(memory_format=last),
-                                   self.bias, self.padding, self.stride, self.dilation, self.groups)
-    return out.contiguous()
+    return _onednn_channels_last(self, x).contiguous()
+
+
+def _channels_last_through(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """As :func:`_channels_last_forward`, but the output stays channels-last (a layer inside the CNN)."""
+    if not _fp32_cpu(self, x):
+        return type(self).forward(self, x)
+    return _onednn_channels_last(self, x)
+
+
+def _instance_norm_forward(self: nn.InstanceNorm3d, x: torch.Tensor) -> torch.Tensor:
+    """:class:`ChannelsLastInstanceNorm` for float32 CPU input (channels-last from the convolution before);
+    PyTorch's own instance norm otherwise."""
+    if not cpu_float32(x) or x.dim() != 5:
+        return type(self).forward(self, x)
+    return ChannelsLastInstanceNorm.apply(x, self.weight, self.bias, self.eps)
 
 
 class _SingleChannelConv(torch.autograd.Function):
@@ -62,10 +85,14 @@ class _SingleChannelConv(torch.autograd.Function):
     two-thread ``small`` pretraining step."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv3d) -> torch.Tensor:
-        """``conv``'s convolution of ``x`` by oneDNN (the kernel PyTorch picks for a batch of several crops)."""
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv3d,
+                last: bool) -> torch.Tensor:
+        """``conv``'s convolution of ``x`` by oneDNN (the kernel PyTorch picks for a batch of several crops), its
+        output channels-last when ``last``."""
+        if last:
+            x, weight = _one_channel_as_last(x), _one_channel_as_last(weight)
         ctx.save_for_backward(x, weight)
-        ctx.conv, ctx.has_bias = conv, bias is not None
+        ctx.conv, ctx.has_bias, ctx.last = conv, bias is not None, last
         return torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
     @staticmethod
@@ -75,18 +102,33 @@ class _SingleChannelConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         conv = ctx.conv
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        grad = grad.contiguous(memory_format=torch.channels_last_3d if ctx.last else torch.contiguous_format)
         with intra_op_threads(1):
             gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
+                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
                 conv.dilation, False, [0, 0, 0], conv.groups, mask)
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
-def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """:class:`_SingleChannelConv` for float32 CPU input with a gradient; :func:`_channels_last_forward` otherwise."""
+def _one_channel_as_last(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous one-channel 5-D tensor given channels-last strides over the same memory (no copy). With one
+    channel both layouts are the same bytes, ``contiguous(memory_format=channels_last_3d)`` keeps the default
+    strides, and oneDNN then writes a default-layout output; with these strides it writes channels-last."""
+    n, _, d, h, w = t.shape
+    return t.as_strided(t.shape, (d * h * w, 1, h * w, w, 1))
+
+
+def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor, last: bool = False) -> torch.Tensor:
+    """:class:`_SingleChannelConv` for float32 CPU input with a gradient (output channels-last when ``last``);
+    :func:`_channels_last_forward` or :func:`_channels_last_through` otherwise."""
     if not (_fp32_cpu(self, x) and torch.is_grad_enabled()):
-        return _channels_last_forward(self, x)
-    return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self)
+        return (_channels_last_through if last else _channels_last_forward)(self, x)
+    return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self, last)
+
+
+def _single_channel_through(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """:func:`_single_channel_forward` with its output channels-last (the first layer of the CNN)."""
+    return _single_channel_forward(self, x, last=True)
 
 
 def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -132,31 +174,54 @@ def _backbones(network: nn.Module) -> list[tuple[nn.Module, list[nn.Module]]]:
     return [(m, m.encoder_modules() if isinstance(m, _PooledEncoder) else [m]) for _, m in found]
 
 
+def _channels_last_inside(backbones: list[tuple[nn.Module, list[nn.Module]]]) -> set[nn.Module]:
+    """The modules of the CNN backbones (BasicUNet, the CNN encoder) whose outputs may stay channels-last: all
+    but a BasicUNet's last convolution, whose output is the network's."""
+    from monai.networks.nets import BasicUNet
+
+    inside: set[nn.Module] = set()
+    for backbone, _ in backbones:
+        if isinstance(backbone, (BasicUNet, CNNEncoder)):
+            inside.update(backbone.modules())
+            if isinstance(backbone, BasicUNet):
+                inside.discard(backbone.final_conv)
+    return inside
+
+
 @contextlib.contextmanager
 def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     """While active, ``network`` trains with the kernel choices above; everything is restored on exit.
 
-    Yields how many layers were switched: ``{"conv3d": n, "attention": m, "activation": k, "threads": b}``
-    (``conv3d`` counts the one-channel convolutions too; ``threads``: backbones whose batch is split across
-    threads).
+    Yields how many layers were switched: ``{"conv3d": n, "norm": l, "attention": m, "activation": k,
+    "threads": b}`` (``conv3d`` counts the one-channel convolutions too; ``norm``: channels-last instance norms;
+    ``threads``: backbones whose batch is split across threads).
     """
+    backbones = _backbones(network)
+    last = _channels_last_inside(backbones)
     modules = list(network.modules())
     convs = [m for m in modules if _routable_conv(m)]
+    norms = [m for m in modules if m in last and type(m) is nn.InstanceNorm3d and not m.track_running_stats]
     attentions = [m for m in modules if _window_attention(m) and "forward" not in vars(m)]
     activations = [m for m in modules if _inplace_activation(m)]
     for module in convs:
         single = module.in_channels == 1 and module.groups == 1
-        module.forward = types.MethodType(_single_channel_forward if single else _channels_last_forward, module)
+        if single:
+            forward = _single_channel_through if module in last else _single_channel_forward
+        else:
+            forward = _channels_last_through if module in last else _channels_last_forward
+        module.forward = types.MethodType(forward, module)
+    for module in norms:
+        module.forward = types.MethodType(_instance_norm_forward, module)
     for module in attentions:
         module.forward = types.MethodType(_sdpa_window_attention, module)
     for module in activations:
         module.inplace = False
     try:
-        with thread_shards(_backbones(network)) as sharded:
-            yield {"conv3d": len(convs), "attention": len(attentions), "activation": len(activations),
-                   "threads": sharded}
+        with thread_shards(backbones) as sharded:
+            yield {"conv3d": len(convs), "norm": len(norms), "attention": len(attentions),
+                   "activation": len(activations), "threads": sharded}
     finally:
-        for module in convs + attentions:
+        for module in convs + norms + attentions:
             del module.forward
         for module in activations:
             module.inplace = True
