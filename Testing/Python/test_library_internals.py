@@ -1,9 +1,13 @@
 """Pins on the private MONAI and PyTorch behaviour vococore relies on, so an upgrade that changes it fails here,
 by name, rather than as wrong numbers elsewhere (and one on our own padding record that inference crops the
 padding off with): CropForeground's overridable ``compute_bounding_box`` (the keep-whole fallback),
-``torch.mkldnn_convolution``'s argument order (fast inference), and the PatchMerging class swap (legacy merging)."""
+``torch.mkldnn_convolution``'s argument order (fast inference), the PatchMerging class swap (legacy merging), and
+the deterministic-kernel flag that ``seed_everything`` sets without importing torch's compiler."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +91,17 @@ def test_patch_merging_class_swap_keeps_keys_and_monai_order():
         set_patch_merging(holder, legacy=False)
         assert type(merging) is PatchMerging
         torch.testing.assert_close(merging(x), before)
+
+
+def test_deterministic_seeding_sets_torchs_flag_without_importing_its_compiler():
+    """``seed_everything(..., deterministic=True)`` in a fresh process: torch's public getters report deterministic
+    kernels in warn-only mode (what ``torch.use_deterministic_algorithms(True, warn_only=True)`` gives), and
+    ``torch._inductor`` stayed unimported; ``deterministic=False`` leaves the flag off."""
+    code = ("import sys, torch; from vococore.training.loop import seed_everything; "
+            "print(torch.are_deterministic_algorithms_enabled(), end=' '); seed_everything(0, sys.argv[1] == '1'); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+            " 'torch._inductor' in sys.modules)")
+    for flag, expected in (("1", "False True True False"), ("0", "False False False False")):
+        proc = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == expected.split(), (flag, proc.stdout)

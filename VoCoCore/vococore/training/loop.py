@@ -77,7 +77,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        # What torch.use_deterministic_algorithms(True, warn_only=True) sets for the kernels. The public call also
+        # sets torch.compile's inductor flag and imports torch._inductor for it, about 0.7 s of CPU at each
+        # pretraining process's start (a 2-step `vococore pretrain`: 6.7 against 7.4 s, 7 pairs, 2-core VM);
+        # vococore compiles nothing.
+        # Pinned in Testing/Python/test_library_internals.py.
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 
