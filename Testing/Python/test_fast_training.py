@@ -1,6 +1,7 @@
 """Training kernels (vococore.networks.fast_training): the exact path gives the default path's losses and gradients
 to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, a one-thread backward for the
-one-channel first layer, no in-place activation, CPU window attention in cache-sized chunks with a gradient), layers
+one-channel first layer, no in-place activation, the CNN's activations and instance norms channels-last, CPU window
+attention in cache-sized chunks with a gradient), layers
 are restored on exit, and the shared loop uses it by default, with a fused AdamW that makes the default AdamW's
 updates to float32 rounding."""
 
