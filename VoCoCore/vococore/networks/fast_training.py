@@ -25,6 +25,7 @@ forward and backward equal to PyTorch's default path to float32 rounding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from collections.abc import Iterator
 
@@ -53,19 +54,14 @@ def _onednn_channels_last(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
                                     conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
 
-def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """oneDNN for float32 CPU convolutions, with or without a gradient, output back in PyTorch's default layout;
-    PyTorch's own path otherwise (other devices, autocast, which casts inputs only for ``conv3d``)."""
+def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor, keep_last: bool = False) -> torch.Tensor:
+    """oneDNN for float32 CPU convolutions, with or without a gradient, output back in PyTorch's default layout
+    or, with ``keep_last`` (a layer inside the CNN), left channels-last; PyTorch's own path otherwise (other
+    devices, autocast, which casts inputs only for ``conv3d``)."""
     if not _fp32_cpu(self, x):
         return type(self).forward(self, x)
-    return _onednn_channels_last(self, x).contiguous()
-
-
-def _channels_last_through(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """As :func:`_channels_last_forward`, but the output stays channels-last (a layer inside the CNN)."""
-    if not _fp32_cpu(self, x):
-        return type(self).forward(self, x)
-    return _onednn_channels_last(self, x)
+    out = _onednn_channels_last(self, x)
+    return out if keep_last else out.contiguous()
 
 
 def _instance_norm_forward(self: nn.InstanceNorm3d, x: torch.Tensor) -> torch.Tensor:
@@ -86,13 +82,13 @@ class _SingleChannelConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv3d,
-                last: bool) -> torch.Tensor:
+                keep_last: bool) -> torch.Tensor:
         """``conv``'s convolution of ``x`` by oneDNN (the kernel PyTorch picks for a batch of several crops), its
-        output channels-last when ``last``."""
-        if last:
+        output channels-last with ``keep_last``."""
+        if keep_last:
             x, weight = _one_channel_as_last(x), _one_channel_as_last(weight)
         ctx.save_for_backward(x, weight)
-        ctx.conv, ctx.has_bias, ctx.last = conv, bias is not None, last
+        ctx.conv, ctx.has_bias, ctx.keep_last = conv, bias is not None, keep_last
         return torch.mkldnn_convolution(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
 
     @staticmethod
@@ -102,7 +98,7 @@ class _SingleChannelConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         conv = ctx.conv
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        grad = grad.contiguous(memory_format=torch.channels_last_3d if ctx.last else torch.contiguous_format)
+        grad = grad.contiguous(memory_format=torch.channels_last_3d if ctx.keep_last else torch.contiguous_format)
         with intra_op_threads(1):
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, conv.stride, conv.padding,
@@ -118,17 +114,12 @@ def _one_channel_as_last(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(t.shape, (d * h * w, 1, h * w, w, 1))
 
 
-def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor, last: bool = False) -> torch.Tensor:
-    """:class:`_SingleChannelConv` for float32 CPU input with a gradient (output channels-last when ``last``);
-    :func:`_channels_last_forward` or :func:`_channels_last_through` otherwise."""
+def _single_channel_forward(self: nn.Conv3d, x: torch.Tensor, keep_last: bool = False) -> torch.Tensor:
+    """:class:`_SingleChannelConv` for float32 CPU input with a gradient (output channels-last with
+    ``keep_last``); :func:`_channels_last_forward` otherwise."""
     if not (_fp32_cpu(self, x) and torch.is_grad_enabled()):
-        return (_channels_last_through if last else _channels_last_forward)(self, x)
-    return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self, last)
-
-
-def _single_channel_through(self: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """:func:`_single_channel_forward` with its output channels-last (the first layer of the CNN)."""
-    return _single_channel_forward(self, x, last=True)
+        return _channels_last_forward(self, x, keep_last)
+    return _SingleChannelConv.apply(x.contiguous(), self.weight.contiguous(), self.bias, self, keep_last)
 
 
 def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -205,11 +196,8 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     activations = [m for m in modules if _inplace_activation(m)]
     for module in convs:
         single = module.in_channels == 1 and module.groups == 1
-        if single:
-            forward = _single_channel_through if module in last else _single_channel_forward
-        else:
-            forward = _channels_last_through if module in last else _channels_last_forward
-        module.forward = types.MethodType(forward, module)
+        forward = _single_channel_forward if single else _channels_last_forward
+        module.forward = types.MethodType(functools.partial(forward, keep_last=module in last), module)
     for module in norms:
         module.forward = types.MethodType(_instance_norm_forward, module)
     for module in attentions:
