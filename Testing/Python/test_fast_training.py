@@ -1,13 +1,14 @@
 """Training kernels (vococore.networks.fast_training): the exact path gives the default path's losses and gradients
-to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d, a one-thread backward for the
-one-channel first layer, no in-place activation, the CNN's activations and instance norms channels-last, CPU window
-attention in cache-sized chunks with a gradient), layers
+to float32 rounding, its kernel choices are in effect (oneDNN for a batch-1 Conv3d above 4³, a one-thread backward
+for the one-channel first layer, no in-place activation, the CNN's activations and instance norms channels-last, no
+replicate pad in the decoder unless an edge is odd, CPU window attention in cache-sized chunks with a gradient), layers
 are restored on exit, and the shared loop uses it by default, with a fused AdamW that makes the default AdamW's
 updates to float32 rounding."""
 
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 
 import pytest
@@ -21,10 +22,11 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 
 
 def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], set[str]]:
-    """Loss (mean square of the output against a fixed target), gradients by name and the ops of the forward."""
+    """Loss (mean square of the output against a fixed target), gradients by name and the ops of the forward;
+    each convolution kernel also as ``(kernel, voxels per channel of its input)``."""
     target = torch.linspace(-1, 1, x[:, :1].numel()).reshape(x[:, :1].shape)
     net.zero_grad(set_to_none=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         if fast:
             with fast_training(net) as switched:
                 out = net(x)
@@ -34,7 +36,17 @@ def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, di
     loss = ((out[:, :1] - target) ** 2).mean()
     loss.backward()
     grads = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
-    return loss.detach(), grads, {event.key for event in prof.key_averages()} | _backward_nodes(loss)
+    grids = {(e.name, math.prod(e.input_shapes[0][2:])) for e in prof.events()
+             if e.name in CONV_KERNELS and e.input_shapes and len(e.input_shapes[0]) == 5}
+    return loss.detach(), grads, {event.key for event in prof.key_averages()} | _backward_nodes(loss) | grids
+
+
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::slow_conv3d_forward")
+
+
+def _grids(ops: set, kernel: str) -> set[int]:
+    """Voxels per channel of the inputs that ``kernel`` convolved (from :func:`_step`'s ops)."""
+    return {voxels for op in ops if isinstance(op, tuple) and op[0] == kernel for voxels in op[1:]}
 
 
 def _backward_nodes(loss: torch.Tensor) -> set[str]:
@@ -79,7 +91,12 @@ def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     finally:
         torch.set_num_threads(threads)
     assert "aten::slow_conv3d_forward" in default_ops and "aten::leaky_relu_" in default_ops  # PyTorch's picks
-    assert "aten::slow_conv3d_forward" not in fast_ops and "aten::mkldnn_convolution" in fast_ops
+    # oneDNN from 8³ up; on the 4³ and 2³ grids PyTorch's own pick (its im2col kernel, faster there)
+    assert _grids(default_ops, "aten::slow_conv3d_forward") == {32**3, 16**3, 8**3, 4**3, 2**3}
+    assert _grids(fast_ops, "aten::mkldnn_convolution") == {32**3, 16**3, 8**3}
+    assert _grids(fast_ops, "aten::slow_conv3d_forward") == {4**3, 2**3}
+    # the decoder's replicate pad where the shapes match already (a copy forward and back) is skipped
+    assert "aten::replication_pad3d" in default_ops and "aten::replication_pad3d" not in fast_ops
     assert "_SingleChannelConvBackward" in fast_ops and "_SingleChannelConvBackward" not in default_ops  # 1st layer
     assert "aten::leaky_relu_" not in fast_ops and "aten::leaky_relu" in fast_ops
     # instance norm on the channels-last activations, not PyTorch's (batch-norm based) one on copies
@@ -90,6 +107,19 @@ def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     _assert_same_gradients(fast_grads, grads)
     assert not any("forward" in vars(m) for m in net.modules())  # restored
     assert all(m.inplace for m in net.modules() if isinstance(m, nn.LeakyReLU))
+
+
+def test_decoder_pads_odd_edges_as_monai_does_with_the_default_paths_gradients():
+    """36³: the 9³ encoder map meets an 8³ upsampled one, which MONAI's decoder pads; the fast path keeps that
+    pad (once) and computes the default path's loss and gradients."""
+    torch.manual_seed(0)
+    net = build_segmenter(BackboneSpec(arch="cnn", feature_size=4), 2).train()
+    x = torch.rand(1, 1, 36, 36, 36, generator=torch.Generator().manual_seed(2))
+    loss, grads, default_ops = _step(net, x, fast=False)
+    fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
+    assert "aten::replication_pad3d" in fast_ops and "ReplicationPad3DBackward0" in fast_ops
+    torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=0)
+    _assert_same_gradients(fast_grads, grads)
 
 
 @needs_onednn

@@ -2,12 +2,14 @@
 forward and backward equal to PyTorch's default path to float32 rounding.
 
 - 3D convolutions on CPU go to oneDNN (``mkldnn_convolution``, which has its own backward) also while a gradient
-  is recorded (PyTorch picks its im2col kernel for a batch of one), on channels-last input and weight.
+  is recorded (PyTorch picks its im2col kernel for a batch of one), on channels-last input and weight; on grids of
+  at most 4³ voxels PyTorch's own pick is faster in training and is kept (see ``TINY_GRID``).
 - Inside the CNN (BasicUNet, the CNN VoCo encoder) the activations stay channels-last from one convolution to the
   next: instance norm runs on that layout (:mod:`vococore.networks.channels_last_norm`) and only the network's
   output goes back to PyTorch's default layout. Elsewhere (the Swin) each convolution's output is copied back.
 - A convolution of a one-channel input (the CNN's first layer) computes its backward on one thread (see
   :class:`_SingleChannelConv`: with two threads its weight gradient was up to 50x slower on this project's CPU).
+- BasicUNet's decoder steps skip MONAI's replicate pad where it pads nothing (see :func:`_upcat_forward`).
 - In-place activations (MONAI's ``LeakyReLU(inplace=True)`` after instance norm) run out of place. In place on
   the view that instance norm returns, autograd records a ``CopySlices`` node that copies the whole feature map
   back in the backward pass; measured on the small pretraining step (CNN fs 4, 22 crops of 32³, 1 thread) these
@@ -40,6 +42,13 @@ from vococore.networks.thread_shards import intra_op_threads, thread_shards
 from vococore.networks.window_attention import ChunkedWindowAttention
 
 
+# Grids of at most this many voxels per channel (the CNN's 4³ and 2³ layers) train with PyTorch's own convolution
+# (its im2col kernel for these sizes) on the default layout: forward + backward of the 128 -> 128 layer at 2³ took
+# 0.99 ms against 3.27 ms in oneDNN channels-last, 64 -> 64 at 4³ 0.99 against 1.34 ms; at 8³ both were equal
+# (one thread, 2 crops). oneDNN's weight gradient for these grids runs a generic GEMM with weight reorders.
+TINY_GRID = 64
+
+
 def _fp32_cpu(conv: nn.Conv3d, x: torch.Tensor) -> bool:
     """A float32 convolution of float32 input on CPU outside autocast: the case the oneDNN routes below take."""
     return cpu_float32(x) and conv.weight.dtype == torch.float32
@@ -60,6 +69,9 @@ def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor, keep_last: bool = F
     devices, autocast, which casts inputs only for ``conv3d``)."""
     if not _fp32_cpu(self, x):
         return type(self).forward(self, x)
+    if torch.is_grad_enabled() and x[0, 0].numel() <= TINY_GRID:
+        out = type(self).forward(self, x.contiguous())
+        return out.contiguous(memory_format=torch.channels_last_3d) if keep_last else out
     out = _onednn_channels_last(self, x)
     return out if keep_last else out.contiguous()
 
@@ -146,6 +158,17 @@ def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor 
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
+def _upcat_forward(self: nn.Module, x: torch.Tensor, x_e: torch.Tensor | None) -> torch.Tensor:
+    """MONAI's ``UpCat`` (a BasicUNet decoder step) without its replicate pad where the upsampled map already has
+    the skip connection's shape: there the pad changes nothing but is a copy of the map forward and back, and its
+    backward first copied the channels-last gradient to the default layout (1.9 ms of a 0.15 s one-thread step of
+    BasicUNet fs 8 at 16 x 32³). MONAI's own forward otherwise (odd edges, no skip connection)."""
+    up = self.upsample(x)
+    if x_e is None or x_e.shape[2:] != up.shape[2:]:
+        return type(self).forward(self, x, x_e)
+    return self.convs(torch.cat([x_e, up], dim=1))
+
+
 def _inplace_activation(module: nn.Module) -> bool:
     """An activation or dropout module that currently writes in place (``inplace=True``)."""
     return isinstance(module, (nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Hardswish,
@@ -184,15 +207,19 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     """While active, ``network`` trains with the kernel choices above; everything is restored on exit.
 
     Yields how many layers were switched: ``{"conv3d": n, "norm": l, "attention": m, "activation": k,
-    "threads": b}`` (``conv3d`` counts the one-channel convolutions too; ``norm``: channels-last instance norms;
-    ``threads``: backbones whose batch is split across threads).
+    "decoder": u, "threads": b}`` (``conv3d`` counts the one-channel convolutions too; ``norm``: channels-last
+    instance norms; ``decoder``: BasicUNet ``UpCat`` steps; ``threads``: backbones whose batch is split across
+    threads).
     """
+    from monai.networks.nets.basic_unet import UpCat  # as in _backbones: MONAI is imported already
+
     backbones = _backbones(network)
     last = _channels_last_inside(backbones)
     modules = list(network.modules())
     convs = [m for m in modules if _routable_conv(m)]
     norms = [m for m in modules if m in last and type(m) is nn.InstanceNorm3d and not m.track_running_stats]
     attentions = [m for m in modules if _window_attention(m) and "forward" not in vars(m)]
+    upcats = [m for m in modules if type(m) is UpCat and "forward" not in vars(m)]
     activations = [m for m in modules if _inplace_activation(m)]
     for module in convs:
         single = module.in_channels == 1 and module.groups == 1
@@ -202,14 +229,16 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
         module.forward = types.MethodType(_instance_norm_forward, module)
     for module in attentions:
         module.forward = types.MethodType(_sdpa_window_attention, module)
+    for module in upcats:
+        module.forward = types.MethodType(_upcat_forward, module)
     for module in activations:
         module.inplace = False
     try:
         with thread_shards(backbones) as sharded:
             yield {"conv3d": len(convs), "norm": len(norms), "attention": len(attentions),
-                   "activation": len(activations), "threads": sharded}
+                   "activation": len(activations), "decoder": len(upcats), "threads": sharded}
     finally:
-        for module in convs + norms + attentions:
+        for module in convs + norms + attentions + upcats:
             del module.forward
         for module in activations:
             module.inplace = True
