@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from vococore.utils.errors import VoCoError
+from vococore.utils.monai_extras import hold_back_monai_extras
 from vococore_demo.pipeline import DemoSettings, run_demo
 
 
 def main(argv: list[str] | None = None) -> int:
+    hold_back_monai_extras()  # MONAI without pyplot and scipy.signal; the report imports pyplot itself later
     parser = argparse.ArgumentParser(prog="python -m vococore_demo", description=__doc__)
     parser.add_argument("--output", type=Path, default=Path("output/demo"), help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smallest settings: a few steps per stage (tests)")

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vococore.cli.options import OneLineParser
 from vococore.utils.errors import VoCoError, os_error_text
+from vococore.utils.monai_extras import hold_back_monai_extras
 
 # Subcommand modules under vococore.cli, in the order --help lists them.
 COMMANDS = ["info", "sample_data", "position", "pretrain", "export_encoder", "finetune", "infer", "evaluate"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vococore`` console script."""
+    hold_back_monai_extras()  # a process the CLI runs: MONAI without pyplot and scipy.signal (1 s of start-up)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the subcommand's parser, so the line names the command
