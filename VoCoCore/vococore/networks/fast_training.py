@@ -69,7 +69,7 @@ def _channels_last_forward(self: nn.Conv3d, x: torch.Tensor, keep_last: bool = F
     devices, autocast, which casts inputs only for ``conv3d``)."""
     if not _fp32_cpu(self, x):
         return type(self).forward(self, x)
-    if torch.is_grad_enabled() and x[0, 0].numel() <= TINY_GRID:
+    if torch.is_grad_enabled() and x.shape[2:].numel() <= TINY_GRID:
         out = type(self).forward(self, x.contiguous())
         return out.contiguous(memory_format=torch.channels_last_3d) if keep_last else out
     out = _onednn_channels_last(self, x)
@@ -162,7 +162,8 @@ def _upcat_forward(self: nn.Module, x: torch.Tensor, x_e: torch.Tensor | None) -
     """MONAI's ``UpCat`` (a BasicUNet decoder step) without its replicate pad where the upsampled map already has
     the skip connection's shape: there the pad changes nothing but is a copy of the map forward and back, and its
     backward first copied the channels-last gradient to the default layout (1.9 ms of a 0.15 s one-thread step of
-    BasicUNet fs 8 at 16 x 32³). MONAI's own forward otherwise (odd edges, no skip connection)."""
+    BasicUNet fs 8 at 16 x 32³). MONAI's own forward otherwise (odd edges, no skip connection), which upsamples
+    again: a second upsampling only for odd-edged input, rather than a copy of MONAI's pad rule here."""
     up = self.upsample(x)
     if x_e is None or x_e.shape[2:] != up.shape[2:]:
         return type(self).forward(self, x, x_e)
