@@ -21,7 +21,7 @@ from vococore.networks.fast_training import fast_training
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 
 
-def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], set[str]]:
+def _step(net: nn.Module, x: torch.Tensor, fast: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], set]:
     """Loss (mean square of the output against a fixed target), gradients by name and the ops of the forward;
     each convolution kernel also as ``(kernel, voxels per channel of its input)``."""
     target = torch.linspace(-1, 1, x[:, :1].numel()).reshape(x[:, :1].shape)
@@ -46,7 +46,7 @@ CONV_KERNELS = ("aten::mkldnn_convolution", "aten::slow_conv3d_forward")
 
 def _grids(ops: set, kernel: str) -> set[int]:
     """Voxels per channel of the inputs that ``kernel`` convolved (from :func:`_step`'s ops)."""
-    return {voxels for op in ops if isinstance(op, tuple) and op[0] == kernel for voxels in op[1:]}
+    return {op[1] for op in ops if isinstance(op, tuple) and op[0] == kernel}
 
 
 def _backward_nodes(loss: torch.Tensor) -> set[str]:
