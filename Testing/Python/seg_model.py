@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from cli_zygote import warm_cli
 
 SMALL_CONFIG = "finetune_small"  # the packaged CPU config
 # The test recipe: the small config shortened to 120 steps (about 40 s on 2 free cores).
@@ -45,10 +46,8 @@ def trained_run() -> Path:
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m vococore ARGS`` in a real subprocess (passive OpenMP waits keep shared cores usable)."""
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    proc = subprocess.run([sys.executable, "-m", "vococore", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    """Run ``vococore ARGS`` in a real child process of this test process's warm server (cli_zygote.py)."""
+    proc = warm_cli().run(list(args))
     if check and proc.returncode != 0:
         raise AssertionError(f"vococore {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

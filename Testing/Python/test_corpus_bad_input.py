@@ -6,8 +6,6 @@ through the installed ``vococore`` script to show that the two agree."""
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -16,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_zygote import warm_cli
 from corpus_inputs import build, mount_tmpfs, shrink_tmpfs, small_filesystems, unmount
-
-HERE = Path(__file__).resolve().parent
 
 # (id, command line with {input} names from corpus_inputs.build, expected cause, what the line must name)
 CASES = [
@@ -203,24 +200,16 @@ def corpus(tmp_path_factory, sample):
     filesystems = small_filesystems(root)
     if filesystems:
         paths.update({k: str(v) for k, v in filesystems.items()})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    zygote = subprocess.Popen([sys.executable, str(HERE / "cli_zygote.py")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
     try:
-        yield root, paths, zygote
+        yield root, paths
     finally:
-        zygote.stdin.close()
-        zygote.wait(timeout=60)
         if filesystems:
             unmount(list(filesystems.values()))
 
 
-def _run(zygote, argv: list[str], cwd: Path) -> tuple[int, str, str]:
-    out, err = cwd / "stdout.txt", cwd / "stderr.txt"
-    zygote.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}) + "\n")
-    zygote.stdin.flush()
-    rc = json.loads(zygote.stdout.readline())["rc"]
-    return rc, out.read_text(), err.read_text()
+def _run(argv: list[str], cwd: Path) -> tuple[int, str, str]:
+    proc = warm_cli().run(argv, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_corpus_is_large_and_covers_every_command():
@@ -232,13 +221,13 @@ def test_corpus_is_large_and_covers_every_command():
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_one_line(corpus, case, tmp_path):
-    root, paths, zygote = corpus
+    root, paths = corpus
     name, command, cause, named = case
     if any("{" + fs + "}" in command for fs in NEEDS_FS) and "readonly" not in paths:
         pytest.skip("a read-only or full tmpfs needs root and mount on this machine")
     argv = shlex.split(command.format(**paths))
     before = _digests(root)
-    rc, stdout, stderr = _run(zygote, argv, tmp_path)
+    rc, stdout, stderr = _run(argv, tmp_path)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert rc == 2, (name, rc, stderr[-2000:])
     assert "Traceback" not in stderr, stderr
@@ -271,7 +260,6 @@ TRAINING_RUNS = {
 
 @pytest.mark.parametrize("kind", sorted(TRAINING_RUNS))
 def test_disk_full_at_checkpoint_keeps_last(corpus, kind, tmp_path):
-    _, _, zygote = corpus
     disk = tmp_path / "disk"
     disk.mkdir()
     if not mount_tmpfs(disk, "128m"):
@@ -279,12 +267,12 @@ def test_disk_full_at_checkpoint_keeps_last(corpus, kind, tmp_path):
     try:
         command, first, second = TRAINING_RUNS[kind]
         run = disk / "run"
-        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {first}"), tmp_path)
+        rc, _, stderr = _run(shlex.split(f"{command.format(run=run)} {first}"), tmp_path)
         assert rc == 0, stderr[-2000:]
         last = run / "checkpoints" / "last.pt"
         kept = hashlib.sha256(last.read_bytes()).hexdigest()
         shrink_tmpfs(disk, last.stat().st_size // 2)
-        rc, _, stderr = _run(zygote, shlex.split(f"{command.format(run=run)} {second}"), tmp_path)
+        rc, _, stderr = _run(shlex.split(f"{command.format(run=run)} {second}"), tmp_path)
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert rc == 2 and "Traceback" not in stderr, (rc, stderr[-2000:])
         assert len(lines) == 1 and lines[0].startswith(f"vococore {kind}: error: {last}: "), lines

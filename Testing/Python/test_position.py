@@ -1,16 +1,16 @@
 """Position prediction on the real TotalSegmentator CT with a small randomly initialised CNN VoCo model saved as a
-pretraining checkpoint: the API, the ``vococore position`` command (real subprocess), its JSON and PNG, errors."""
+pretraining checkpoint: the API, the ``vococore position`` command (a real process, see cli_zygote.py), its JSON
+and PNG, errors."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from cli_zygote import warm_cli
 from vococore.utils.config import to_dict
 from vococore.utils.errors import VoCoError
 from vococore.pretraining.model import VoCoModel, load_voco_model
@@ -97,8 +97,7 @@ def test_volume_smaller_than_region_is_padded(checkpoint, ct):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "vococore", "position", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    return warm_cli().run(["position", *args], timeout=300)
 
 
 def test_cli_writes_json_and_png(checkpoint, sample, grid, tmp_path):
