@@ -12,9 +12,9 @@ DEMO_STAMP := $(VENV)/.installed-demo
 PIP := $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile
 # pip installs torch and uv (requirements/bootstrap.txt says why torch goes through pip); uv installs the rest, the
 # same pinned set as pip would (compared with pip freeze), fetching and unpacking in parallel: the whole ci.txt
-# environment in 20 s instead of 56 s with pip alone (BENCHMARKS.md, "Test suite"). uv keeps the torch already
-# installed (2.13.0+cpu satisfies ==2.13.0) and, like pip --no-compile, writes no bytecode. Where uv cannot reach
-# the index (a network that only pip is configured for), pip installs the rest instead.
+# environment in 29 s instead of 56 s with pip alone, both without a cache (BENCHMARKS.md, "Test suite"). uv keeps
+# the torch already installed (2.13.0+cpu satisfies ==2.13.0) and, like pip --no-compile, writes no bytecode.
+# Where uv cannot reach the index (a network that only pip is configured for), pip installs the rest instead.
 UV := $(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python
 BOOT_REQ := requirements/bootstrap.txt
 # Real CT is read through the sample-data registry; this machine has a local mirror beside the checkout.
