@@ -9,7 +9,9 @@ forward and backward equal to PyTorch's default path to float32 rounding.
   output goes back to PyTorch's default layout. Elsewhere (the Swin) each convolution's output is copied back.
 - A convolution of a one-channel input (the CNN's first layer) computes its backward on one thread (see
   :class:`_SingleChannelConv`: with two threads its weight gradient was up to 50x slower on this project's CPU).
-- BasicUNet's decoder steps skip MONAI's replicate pad where it pads nothing (see :func:`_upcat_forward`).
+- BasicUNet's decoder steps skip MONAI's replicate pad where it pads nothing (see :func:`_upcat_forward`), and the
+  last one runs its upsampling and the convolution after it as one transposed convolution
+  (:mod:`vococore.networks.composed_upsampling`).
 - In-place activations (MONAI's ``LeakyReLU(inplace=True)`` after instance norm) run out of place. In place on
   the view that instance norm returns, autograd records a ``CopySlices`` node that copies the whole feature map
   back in the backward pass; measured on the small pretraining step (CNN fs 4, 22 crops of 32³, 1 thread) these
@@ -37,6 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from vococore.networks.backbones import CNNEncoder, _PooledEncoder
 from vococore.networks.channels_last_norm import ChannelsLastInstanceNorm
+from vococore.networks.composed_upsampling import composable, composed_upcat
 from vococore.networks.fast_inference import _routable_conv, _window_attention, cpu_float32
 from vococore.networks.thread_shards import intra_op_threads, thread_shards
 from vococore.networks.window_attention import ChunkedWindowAttention
@@ -158,12 +161,18 @@ def _sdpa_window_attention(self: nn.Module, x: torch.Tensor, mask: torch.Tensor 
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
-def _upcat_forward(self: nn.Module, x: torch.Tensor, x_e: torch.Tensor | None) -> torch.Tensor:
+def _upcat_forward(self: nn.Module, x: torch.Tensor, x_e: torch.Tensor | None, compose: bool = False
+                   ) -> torch.Tensor:
     """MONAI's ``UpCat`` (a BasicUNet decoder step) without its replicate pad where the upsampled map already has
     the skip connection's shape: there the pad changes nothing but is a copy of the map forward and back, and its
     backward first copied the channels-last gradient to the default layout (1.9 ms of a 0.15 s one-thread step of
-    BasicUNet fs 8 at 16 x 32³). MONAI's own forward otherwise (odd edges, no skip connection), which upsamples
-    again: a second upsampling only for odd-edged input, rather than a copy of MONAI's pad rule here."""
+    BasicUNet fs 8 at 16 x 32³). With ``compose`` (float32 on CPU, a skip connection twice the size of ``x``) the
+    upsampling and the convolution after it run as one transposed convolution
+    (:mod:`vococore.networks.composed_upsampling`). MONAI's own forward otherwise (odd edges, no skip connection),
+    which upsamples again: a second upsampling only for odd-edged input, rather than a copy of MONAI's pad rule."""
+    if (compose and x_e is not None and cpu_float32(x)
+            and tuple(x_e.shape[2:]) == tuple(2 * size for size in x.shape[2:])):
+        return composed_upcat(self, x, x_e)
     up = self.upsample(x)
     if x_e is None or x_e.shape[2:] != up.shape[2:]:
         return type(self).forward(self, x, x_e)
@@ -208,9 +217,9 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
     """While active, ``network`` trains with the kernel choices above; everything is restored on exit.
 
     Yields how many layers were switched: ``{"conv3d": n, "norm": l, "attention": m, "activation": k,
-    "decoder": u, "threads": b}`` (``conv3d`` counts the one-channel convolutions too; ``norm``: channels-last
-    instance norms; ``decoder``: BasicUNet ``UpCat`` steps; ``threads``: backbones whose batch is split across
-    threads).
+    "decoder": u, "composed": v, "threads": b}`` (``conv3d`` counts the one-channel convolutions too; ``norm``:
+    channels-last instance norms; ``decoder``: BasicUNet ``UpCat`` steps, ``composed`` of them with their
+    upsampling; ``threads``: backbones whose batch is split across threads).
     """
     from monai.networks.nets.basic_unet import UpCat  # as in _backbones: MONAI is imported already
 
@@ -230,14 +239,16 @@ def fast_training(network: nn.Module) -> Iterator[dict[str, int]]:
         module.forward = types.MethodType(_instance_norm_forward, module)
     for module in attentions:
         module.forward = types.MethodType(_sdpa_window_attention, module)
+    composed = [m for m in upcats if composable(m)]
     for module in upcats:
-        module.forward = types.MethodType(_upcat_forward, module)
+        module.forward = types.MethodType(functools.partial(_upcat_forward, compose=module in composed), module)
     for module in activations:
         module.inplace = False
     try:
         with thread_shards(backbones) as sharded:
             yield {"conv3d": len(convs), "norm": len(norms), "attention": len(attentions),
-                   "activation": len(activations), "decoder": len(upcats), "threads": sharded}
+                   "activation": len(activations), "decoder": len(upcats), "composed": len(composed),
+                   "threads": sharded}
     finally:
         for module in convs + norms + attentions + upcats:
             del module.forward
