@@ -15,6 +15,7 @@ Protocol: one JSON object per line on stdin ({"argv", "cwd", "stdout", "stderr",
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -82,14 +83,16 @@ class WarmCli:
     def __init__(self) -> None:
         here = str(Path(__file__).resolve().parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+        # unbuffered bytes: a buffered reader could take both reply lines at once, and select would then wait on
+        # an empty pipe for the second
         self.server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, env=env)
+                                       bufsize=0, env=env)
 
     def _reply(self, timeout: float | None) -> dict:
         ready, _, _ = select.select([self.server.stdout], [], [], timeout)
         if not ready:
             raise TimeoutError
-        line = self.server.stdout.readline()
+        line = self.server.stdout.readline()  # raw: byte by byte, nothing read past the line
         if not line:
             raise RuntimeError(f"the warm vococore server ended (status {self.server.poll()})")
         return json.loads(line)
@@ -101,13 +104,15 @@ class WarmCli:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             case = {"argv": [str(a) for a in argv], "cwd": str(cwd or os.getcwd()), "stdout": str(out),
                     "stderr": str(err), "env": dict(os.environ if env is None else env)}
-            self.server.stdin.write(json.dumps(case) + "\n")
-            self.server.stdin.flush()
+            line = memoryview((json.dumps(case) + "\n").encode())
+            while line:  # a raw pipe may take a long line in parts
+                line = line[self.server.stdin.write(line):]
             pid = self._reply(60)["pid"]
             try:
                 rc = self._reply(timeout)["rc"]
             except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
                 self._reply(60)
                 raise subprocess.TimeoutExpired(["vococore", *case["argv"]], timeout) from None
             return subprocess.CompletedProcess(["vococore", *case["argv"]], rc, out.read_text(), err.read_text())
