@@ -104,6 +104,7 @@ class WarmCli:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             case = {"argv": [str(a) for a in argv], "cwd": str(cwd or os.getcwd()), "stdout": str(out),
                     "stderr": str(err), "env": dict(os.environ if env is None else env)}
+            command = ["vococore", *case["argv"]]
             line = memoryview((json.dumps(case) + "\n").encode())
             while line:  # a raw pipe may take a long line in parts
                 line = line[self.server.stdin.write(line):]
@@ -114,8 +115,8 @@ class WarmCli:
                 with contextlib.suppress(ProcessLookupError):  # it may have ended meanwhile
                     os.kill(pid, signal.SIGKILL)
                 self._reply(60)
-                raise subprocess.TimeoutExpired(["vococore", *case["argv"]], timeout) from None
-            return subprocess.CompletedProcess(["vococore", *case["argv"]], rc, out.read_text(), err.read_text())
+                raise subprocess.TimeoutExpired(command, timeout) from None
+            return subprocess.CompletedProcess(command, rc, out.read_text(), err.read_text())
 
     def close(self) -> None:
         self.server.stdin.close()
