@@ -80,11 +80,9 @@ def test_official_swin_weights_switch_on_legacy_merging_and_resume_keeps_it(tmp_
 
 def _finetune_cmd(out, *extra: str) -> list[str]:
     """``vococore finetune`` on the tiniest run that crosses validations: 6 steps, validation at 3 and 6."""
-    import sys
-
     sets = {"train.steps": 6, "train.val_every": 3, "train.checkpoint_every": 100, "train.samples_per_volume": 2,
             "output_dir": str(out)}
-    return [sys.executable, "-m", "vococore", "finetune", "--config", "finetune_small", "--json-progress",
+    return ["finetune", "--config", "finetune_small", "--json-progress",
             "--set", *[f"{k}={v}" for k, v in sets.items()], *extra]
 
 
@@ -93,24 +91,24 @@ def test_sigterm_stops_finetuning_with_a_checkpoint_and_resume_is_exact(tmp_path
     a checkpoint, before the validation; ``--resume`` does that validation first and then gives the uninterrupted
     run's losses, learning rates, validation Dice and final weights bit for bit. All three runs are CLI processes
     with the same thread count: losses of a 1- and a 2-thread run part in the 7th digit after a few steps, which
-    is what failed when this test compared a CLI run with the in-process session run."""
+    is what failed when this test compared a CLI run with the in-process session run. They fork from the warm CLI
+    server (cli_zygote.py)."""
     import os
     import signal
-    import subprocess
+
+    from cli_zygote import warm_cli
 
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
 
     def lines(path):
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    reference = subprocess.run(_finetune_cmd(tmp_path / "ref"), capture_output=True, text=True, env=env,
-                               timeout=600)
+    reference = warm_cli().run(_finetune_cmd(tmp_path / "ref"), env=env, timeout=600)
     assert reference.returncode == 0, reference.stderr[-2000:]
     ref_validation = lines(tmp_path / "ref" / "validation.jsonl")
     assert [r["step"] for r in ref_validation] == [3, 6]
     out = tmp_path / "run"
-    proc = subprocess.Popen(_finetune_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = warm_cli().start(_finetune_cmd(out), env=env)
     for line in proc.stdout:  # a real SIGTERM once step 3 is done
         event = json.loads(line) if line.startswith("{") else {}
         if event.get("event") == "progress" and event.get("stage") == "finetune" and event["step"] == 3:
@@ -126,11 +124,11 @@ def test_sigterm_stops_finetuning_with_a_checkpoint_and_resume_is_exact(tmp_path
     # usually the signal comes before the stop check of step 3 and its validation is left to the resumed run; it
     # may come during that validation, which then finishes before the stop (or, on a loaded machine, in step 4)
     assert lines(out / "validation.jsonl") in ([], ref_validation[:1]), lines(out / "validation.jsonl")
-    again = subprocess.run(_finetune_cmd(out), capture_output=True, text=True, env=env, timeout=600)
+    again = warm_cli().run(_finetune_cmd(out), env=env, timeout=600)
     assert again.returncode == 2 and "--resume" in again.stderr, again.stderr[-2000:]  # never overwritten unasked
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == k
 
-    resumed = subprocess.run(_finetune_cmd(out, "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    resumed = warm_cli().run(_finetune_cmd(out, "--resume"), env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["stopped"] is False
     mine, ref = lines(out / "metrics.jsonl"), lines(tmp_path / "ref" / "metrics.jsonl")

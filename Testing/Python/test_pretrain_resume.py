@@ -6,17 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_zygote import warm_cli
 from vococore.training.checkpoint import load_checkpoint
 
 STEPS = 6
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "vococore", "pretrain", "--config", "pretrain_small", "--json-progress",
+    return ["pretrain", "--config", "pretrain_small", "--json-progress",
             "--set", "data=[sample:TotalSegCTSmall]", "--set", f"steps={STEPS}", "--set", "checkpoint_every=100",
             "--set", f"output_dir={out}", "--set", "tensorboard=false", *extra]
 
@@ -31,13 +30,15 @@ def _losses(stdout: str) -> dict[int, dict[str, float]]:
 
 
 def test_sigterm_then_resume_repeats_the_uninterrupted_losses(tmp_path):
-    reference = subprocess.run(_cmd(tmp_path / "ref"), capture_output=True, text=True, env=_env(), timeout=300)
+    """Three ``vococore pretrain`` processes (forked from the warm CLI server, cli_zygote.py): an uninterrupted
+    reference, one stopped by a real SIGTERM after step 2, and its ``--resume``."""
+    reference = warm_cli().run(_cmd(tmp_path / "ref"), env=_env(), timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
     ref = _losses(reference.stdout)
     assert sorted(ref) == list(range(1, STEPS + 1))
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = warm_cli().start(_cmd(run), env=_env())
     first = {}
     for line in proc.stdout:  # wait until two training steps are done, then send a real SIGTERM
         if line.startswith("{"):
@@ -53,7 +54,7 @@ def test_sigterm_then_resume_repeats_the_uninterrupted_losses(tmp_path):
     assert k == max(first) and 2 <= k <= STEPS - 2, (k, sorted(first))  # at least two steps left to compare
     assert "stopped at step" in err and "--resume" in err
 
-    resumed = subprocess.run(_cmd(run, "--resume"), capture_output=True, text=True, env=_env(), timeout=300)
+    resumed = warm_cli().run(_cmd(run, "--resume"), env=_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _losses(resumed.stdout)
     assert min(after) == k + 1
