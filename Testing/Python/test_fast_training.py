@@ -7,6 +7,7 @@ updates to float32 rounding."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import tempfile
@@ -77,14 +78,36 @@ def _assert_same_gradients(fast: dict[str, torch.Tensor], default: dict[str, tor
     assert len(checked) > 10
 
 
+def _input_off_the_kinks(net: nn.Module, shape: tuple[int, ...], seeds: range = range(1, 9)) -> torch.Tensor:
+    """The first input (by seed) on which every LeakyReLU input has the same signs on both paths. A pre-activation
+    within float32 rounding of the kink lands on either side by the kernels' summation order, and the gradient
+    behind it then differs by (1 - slope) of that voxel's: seen once in 16384 (5e-6 from zero, PyTorch's 2-thread
+    instance norm on a Xeon), 3e-4 of all gradients, a tie and not a kernel's error."""
+    for seed in seeds:
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+        signs: list[list[torch.Tensor]] = []
+        for fast in (False, True):
+            seen: list[torch.Tensor] = []
+            hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach() > 0))
+                     for m in net.modules() if isinstance(m, nn.LeakyReLU)]
+            with fast_training(net) if fast else contextlib.nullcontext():
+                net(x)
+            for hook in hooks:
+                hook.remove()
+            signs.append(seen)
+        if len(signs[0]) == len(signs[1]) > 10 and all(map(torch.equal, *signs)):
+            return x
+    raise AssertionError(f"every seed of {seeds} puts a pre-activation on opposite sides of the kink")
+
+
 @needs_onednn
 def test_cnn_exact_path_same_loss_and_gradients_with_the_fast_kernels():
     torch.manual_seed(0)
     net = build_segmenter(BackboneSpec(arch="cnn", feature_size=8), 3).train()
-    x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
+        x = _input_off_the_kinks(net, (1, 1, 32, 32, 32))
         loss, grads, default_ops = _step(net, x, fast=False)
         fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
         assert torch.get_num_threads() == 2  # the one-channel convolution's backward (one thread) restored it
@@ -114,7 +137,7 @@ def test_decoder_pads_odd_edges_as_monai_does_with_the_default_paths_gradients()
     pad (once) and computes the default path's loss and gradients."""
     torch.manual_seed(0)
     net = build_segmenter(BackboneSpec(arch="cnn", feature_size=4), 2).train()
-    x = torch.rand(1, 1, 36, 36, 36, generator=torch.Generator().manual_seed(2))
+    x = _input_off_the_kinks(net, (1, 1, 36, 36, 36), range(2, 10))
     loss, grads, default_ops = _step(net, x, fast=False)
     fast_loss, fast_grads, fast_ops = _step(net, x, fast=True)
     assert "aten::replication_pad3d" in fast_ops and "ReplicationPad3DBackward0" in fast_ops
