@@ -32,18 +32,20 @@ from pathlib import Path
 
 
 def _child(case: dict) -> int:
-    os.chdir(case["cwd"])
-    os.environ.clear()
-    os.environ.update(case["env"])
-    if "OMP_NUM_THREADS" in case["env"]:  # what a fresh process's OpenMP would take from it when it loads
-        import torch
-
-        torch.set_num_threads(int(case["env"]["OMP_NUM_THREADS"]))
-    for fd, name in ((2, case["stderr"]), (1, case["stdout"])):  # stdout last: a named pipe waits for its reader
+    # the output files first (absolute paths), so that whatever fails after lands in the child's own stderr and a
+    # reader waiting on a named-pipe stdout meets its writer; stdout last: a named pipe waits for its reader
+    for fd, name in ((2, case["stderr"]), (1, case["stdout"])):
         os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    from vococore.cli import main
-
     try:
+        os.chdir(case["cwd"])
+        os.environ.clear()
+        os.environ.update(case["env"])
+        if "OMP_NUM_THREADS" in case["env"]:  # what a fresh process's OpenMP would take from it when it loads
+            import torch
+
+            torch.set_num_threads(int(case["env"]["OMP_NUM_THREADS"]))
+        from vococore.cli import main
+
         rc = main(case["argv"])
     except SystemExit as exc:  # argparse exits itself (usage errors, --help)
         rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -77,7 +79,11 @@ def serve() -> None:
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
-            os._exit(_child(case))
+            rc = 1
+            try:
+                rc = _child(case)
+            finally:  # whatever failed, the fork never returns to this loop
+                os._exit(rc)
         sys.stdout.write(json.dumps({"pid": pid}) + "\n")
         sys.stdout.flush()
         _, status = os.waitpid(pid, 0)
