@@ -295,9 +295,16 @@ def test_finetuning_from_the_page_shows_live_loss_and_dice(studio):
     page.select_option("#finetune-segmentation", segmentations[-1])  # the latest result
     page.select_option("#finetune-network", "cnn")
     _fill(page, "#finetune-output", str(tmp / "finetune"))
-    _fill(page, "#finetune-steps", "3")
     wait_text(page, "#start-training-reason", r"^Start in the background\.$")
-    _start_run(page, "#start-training")
+    # the steps typed while the page's client holds its state changes back (as while any request of its own is in
+    # flight), then Start at once: the click carries what the page shows (once, Start ran the 500 default steps)
+    page.evaluate("() => window.trame.client.beginBusy()")  # what each of its requests does till answered
+    try:
+        _fill(page, "#finetune-steps", "3")
+        assert page.evaluate("() => window.trame.state.dirtyKeys.has('finetuneSteps')")  # not sent yet
+        _start_run(page, "#start-training")
+    finally:
+        page.evaluate("() => window.trame.client.endBusy()")  # the held change goes out now
     live = None  # the loss list while the run still goes (Start shows Cancel)
     deadline = time.monotonic() + 300
     while not page.inner_text("#run-state").startswith("finetune "):  # succeeded, failed or cancelled

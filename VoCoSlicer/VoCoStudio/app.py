@@ -30,6 +30,9 @@ FLAG_FIELDS = ("showGrid", "resume")
 COUNT_FIELDS = ("pretrainSteps", "finetuneSteps")
 NODE_FIELDS = ("inputVolume", "finetuneVolume", "finetuneSegmentation")
 FIELDS = TEXT_FIELDS + FLAG_FIELDS + COUNT_FIELDS + NODE_FIELDS
+PAGE_INPUTS = ("sample_name", "ct_path", "import_path", "seg_output", "overwrite")  # the page's own inputs
+# what a button's click sends along (trame evaluates it in the page): every input as the page shows it
+CLICK_INPUTS = "[{" + ", ".join(f"{name}: {name}" for name in FIELDS + PAGE_INPUTS) + "}]"
 
 
 class Studio:
@@ -272,6 +275,20 @@ class Studio:
     def guarded(self, action: Any) -> Any:
         """``action`` as a page callback: a VoCoError becomes the page's one-line error; the view is re-rendered."""
         return lambda *args: self._guard(action, *args)
+
+    def clicked(self, action: Any) -> Any:
+        """``action`` as a button's callback (see :data:`CLICK_INPUTS`): the page's inputs that the click carries are
+        taken first, so the run starts with what the page shows. trame's client holds its state changes back while
+        any request of its own is in flight (a view image, say), but sends a click at once: a value typed just
+        before the click would otherwise reach the server after it."""
+        def run(inputs: dict | None = None) -> None:
+            self._guard(self._take_then, action, inputs or {})
+        return run
+
+    def _take_then(self, action: Any, inputs: dict) -> None:
+        self.state.update({name: value for name, value in inputs.items() if name in FIELDS + PAGE_INPUTS})
+        self.take_inputs()
+        action()
 
     def _guard(self, action: Any, *args: Any) -> None:
         try:

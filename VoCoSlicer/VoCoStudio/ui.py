@@ -11,15 +11,15 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from VoCoSlicerLib.parameters import DEVICES, NETWORKS, RECIPES
-from VoCoStudio.app import Studio
+from VoCoStudio.app import CLICK_INPUTS, Studio
 
 
 def build_ui(studio: Studio) -> Any:
     """Lay out the page and bind its controls to ``studio``'s actions (errors become one page line)."""
     server, g = studio.server, studio.guarded
     ctrl = server.controller
-    ctrl.load_sample = g(studio.load_sample)
-    ctrl.load_path = g(studio.load_path)
+    ctrl.load_sample = studio.clicked(studio.load_sample)
+    ctrl.load_path = studio.clicked(studio.load_path)
     received: list[dict] = []
 
     def upload_chunk(files: list[dict]) -> None:
@@ -31,12 +31,12 @@ def build_ui(studio: Studio) -> Any:
             received.clear()
 
     chunk_trigger = server.trigger_name(upload_chunk)
-    ctrl.import_model = g(studio.import_model)
-    ctrl.apply = g(studio.apply)
-    ctrl.save_seg = g(studio.save_segmentation)
-    ctrl.predict = g(studio.predict)
-    ctrl.start_training = g(studio.presenter.start_training)
-    ctrl.cancel = g(studio.presenter.cancel)
+    ctrl.import_model = studio.clicked(studio.import_model)
+    ctrl.apply = studio.clicked(studio.apply)
+    ctrl.save_seg = studio.clicked(studio.save_segmentation)
+    ctrl.predict = studio.clicked(studio.predict)
+    ctrl.start_training = studio.clicked(studio.presenter.start_training)
+    ctrl.cancel = studio.clicked(studio.presenter.cancel)
     server.state.trame__title = "VoCo Studio"
 
     with SinglePageWithDrawerLayout(server, full_height=True) as layout:
@@ -63,8 +63,9 @@ def build_ui(studio: Studio) -> Any:
 
 
 def _button(key: str, default: str, click: Any, element_id: str, **kwargs: Any) -> None:
-    """A button showing the presenter's action ``key``: enabled flag, reason as tooltip, text (Apply -> Cancel)."""
-    v3.VBtn(f"{{{{ actions.{key}.text || '{default}' }}}}", click=click, id=element_id,
+    """A button showing the presenter's action ``key``: enabled flag, reason as tooltip, text (Apply -> Cancel);
+    its click sends the page's inputs along (``Studio.clicked``)."""
+    v3.VBtn(f"{{{{ actions.{key}.text || '{default}' }}}}", click=(click, CLICK_INPUTS), id=element_id,
             disabled=(f"!actions.{key}.enabled",), title=(f"actions.{key}.reason",), **kwargs)
 
 
@@ -102,10 +103,10 @@ def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
             with html.Div(classes="d-flex"):
                 v3.VTextField(v_model=("sample_name",), label="Registered sample", density="compact",
                               id="sample-name")
-                v3.VBtn("Load sample", click=ctrl.load_sample, id="load-sample", classes="ml-2")
+                v3.VBtn("Load sample", click=(ctrl.load_sample, CLICK_INPUTS), id="load-sample", classes="ml-2")
             with html.Div(classes="d-flex"):
                 v3.VTextField(v_model=("ct_path",), label="CT path on the server", density="compact", id="ct-path")
-                v3.VBtn("Open", click=ctrl.load_path, id="load-path", classes="ml-2")
+                v3.VBtn("Open", click=(ctrl.load_path, CLICK_INPUTS), id="load-path", classes="ml-2")
             v3.VFileInput(label="…or upload a CT", density="compact", id="upload",
                           change=f"window.load_files_by_chunks($event.target.files, "
                                  f"{{ trigger_name: '{chunk_trigger}' }})")
@@ -124,7 +125,7 @@ def _segment_panel(ctrl: Any, chunk_trigger: str) -> None:
                 v3.VTextField(v_model=("seg_output",), label="Save as (.seg.nrrd)", density="compact",
                               id="seg-output")
                 v3.VCheckbox(v_model=("overwrite",), label="overwrite", density="compact", id="overwrite")
-                v3.VBtn("Save", click=ctrl.save_seg, id="save-seg", classes="ml-2")
+                v3.VBtn("Save", click=(ctrl.save_seg, CLICK_INPUTS), id="save-seg", classes="ml-2")
             html.Div("{{ saved_path }}", id="saved-path", classes="text-caption")
 
 
